@@ -1,0 +1,1 @@
+"""blooio_operator."""

@@ -1,0 +1,1 @@
+"""kopf handler registrations (thin)."""

@@ -1,0 +1,233 @@
+"""kopf registrations for BlooioWebhook: thin wrappers over ``reconcile.lifecycle``.
+
+Each handler builds a ``WebhookContext`` from the body, calls the reconcile layer under
+a per-object lock (handlers and timers of one object never overlap), and turns a
+failure into conditions + Events (done by the reconcile layer) and a kopf error with the
+retry delay the reconcile layer decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+
+from blooio_operator.blooio import ClientPool, RetryPolicy
+from blooio_operator.kube import KubeClient
+from blooio_operator.kube.client import load_api_client
+from blooio_operator.metrics import Metrics
+from blooio_operator.models import reasons
+from blooio_operator.models.resource import GROUP, PLURAL, VERSION
+from blooio_operator.reconcile import lifecycle
+from blooio_operator.reconcile.context import Deps, WebhookContext
+from blooio_operator.reconcile.crash import CrashPoints
+from blooio_operator.reconcile.errors import (
+    CredentialsFailure,
+    PermanentFailure,
+    ReconcileError,
+    classify,
+)
+from blooio_operator.reconcile.snapshots import SnapshotCache
+from blooio_operator.settings import Settings
+
+log = logging.getLogger("blooio_operator.handlers")
+RESOURCE = (GROUP, VERSION, PLURAL)
+
+
+class KopfEvents:
+    """EventSink posting through kopf's batched event poster."""
+
+    def __init__(self, body: kopf.Body) -> None:
+        self._body = body
+
+    def normal(self, reason: str, message: str) -> None:
+        kopf.event(self._body, type="Normal", reason=reason, message=message)
+
+    def warning(self, reason: str, message: str) -> None:
+        kopf.event(self._body, type="Warning", reason=reason, message=message)
+
+
+def to_kopf(err: Exception, *, deleting: bool = False) -> kopf.PermanentError | kopf.TemporaryError:
+    if isinstance(err, PermanentFailure) and not deleting:
+        return kopf.PermanentError(err.message)
+    if isinstance(err, CredentialsFailure | PermanentFailure):
+        delay = getattr(err, "delay", 300.0)
+        return kopf.TemporaryError(err.message, delay=delay)
+    if isinstance(err, ReconcileError):
+        return kopf.TemporaryError(err.message, delay=getattr(err, "delay", 10.0))
+    return kopf.TemporaryError(str(err), delay=10.0)
+
+
+def _claimed(index: kopf.Index[str, str], uid: str) -> frozenset[str]:
+    return frozenset(key for key, uids in index.items() if any(u != uid for u in uids))
+
+
+def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+    """Register every handler on ``registry`` with intervals from ``settings``."""
+    locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    @kopf.on.startup(registry=registry)
+    async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        app: Settings = memo["settings"]
+        settings.posting.level = logging.CRITICAL  # our own Events only, not kopf's log lines
+        settings.persistence.finalizer = "blooio.com/finalizer"
+        settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="blooio.com", key="last-handled-configuration"
+        )
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.watching.reconnect_backoff = 1.0
+        settings.networking.request_timeout = 30
+        settings.batching.idle_timeout = 30.0
+        metrics = Metrics()
+        kube = KubeClient(load_api_client())
+        clients = ClientPool(
+            app.api_url,
+            timeout=app.http_timeout_seconds,
+            retry=RetryPolicy(),
+            max_concurrency_per_key=app.max_concurrency_per_key,
+            rate_per_key=app.rate_per_key,
+            on_response=metrics.observe_request,
+        )
+        memo["deps"] = Deps(
+            settings=app,
+            kube=kube,
+            clients=clients,
+            snapshots=SnapshotCache(app.drift_interval_seconds),
+            metrics=metrics,
+            crash=CrashPoints(app.crash_point),
+        )
+        if app.metrics_port is not None:
+            metrics.serve(app.metrics_port)
+
+    @kopf.on.cleanup(registry=registry)
+    async def close(memo: kopf.Memo, **_: Any) -> None:
+        deps: Deps | None = memo.get("deps")
+        if deps is not None:
+            await deps.clients.aclose()
+            deps.kube.close()
+
+    @kopf.index(*RESOURCE, registry=registry)
+    def webhook_ids(status: kopf.Status, uid: str, **_: Any) -> dict[str, str] | None:
+        webhook_id = status.get("webhookId")
+        return {webhook_id: uid} if webhook_id else None
+
+    async def run(
+        body: kopf.Body,
+        memo: kopf.Memo,
+        retry: int,
+        index: kopf.Index[str, str],
+        trigger: str,
+        step: Callable[[WebhookContext], Awaitable[None]],
+        *,
+        deleting: bool = False,
+        skip_if: Callable[[WebhookContext], bool] | None = None,
+        record_failures: bool = True,
+    ) -> None:
+        deps: Deps = memo["deps"]
+        uid = body["metadata"]["uid"]
+        async with locks[uid]:
+            if retry > 0:
+                # Our own status writes since the event may not be in this body yet.
+                fresh = await deps.kube.read_webhook_resource(
+                    body["metadata"]["namespace"], body["metadata"]["name"]
+                )
+                source: dict[str, Any] = fresh if fresh is not None else dict(body)
+            else:
+                source = dict(body)
+            ctx = WebhookContext.build(
+                deps,
+                body=source,
+                events=KopfEvents(body),
+                attempt=retry,
+                claimed_ids=_claimed(index, uid),
+            )
+            if skip_if is not None and skip_if(ctx):
+                deps.metrics.reconciles.labels(trigger, "skipped").inc()
+                _track(deps, uid, ctx)
+                return
+            try:
+                await step(ctx)
+            except Exception as exc:
+                if not record_failures:
+                    err = classify(exc, settings=deps.settings, attempt=0, action=trigger)
+                    deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
+                    log.warning("%s/%s: %s", ctx.namespace, ctx.name, err.message)
+                    return
+                err = await lifecycle.record_failure(ctx, exc, action=trigger)
+                deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
+                _track(deps, uid, ctx)
+                raise to_kopf(err, deleting=deleting) from None
+            deps.metrics.reconciles.labels(trigger, "success").inc()
+            _track(deps, uid, ctx)
+
+    def _skip_on_resume(ctx: WebhookContext) -> bool:
+        return lifecycle.is_settled(ctx) or lifecycle.is_waiting_for_human(ctx)
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    async def resume_webhook(
+        body: kopf.Body, memo: kopf.Memo, retry: int, webhook_ids: kopf.Index[str, str], **_: Any
+    ) -> None:
+        await run(
+            body, memo, retry, webhook_ids, "resume", lifecycle.reconcile, skip_if=_skip_on_resume
+        )
+
+    @kopf.on.create(*RESOURCE, registry=registry)
+    @kopf.on.update(*RESOURCE, registry=registry)
+    async def reconcile_webhook(
+        body: kopf.Body,
+        memo: kopf.Memo,
+        retry: int,
+        reason: str,
+        webhook_ids: kopf.Index[str, str],
+        **_: Any,
+    ) -> None:
+        await run(body, memo, retry, webhook_ids, str(reason), lifecycle.reconcile)
+
+    @kopf.on.delete(*RESOURCE, registry=registry)
+    async def delete_webhook(
+        body: kopf.Body, memo: kopf.Memo, retry: int, webhook_ids: kopf.Index[str, str], **_: Any
+    ) -> None:
+        await run(body, memo, retry, webhook_ids, "delete", lifecycle.finalize, deleting=True)
+        memo["deps"].metrics.resource_conditions.pop(body["metadata"]["uid"], None)
+        locks.pop(body["metadata"]["uid"], None)
+
+    @kopf.timer(
+        *RESOURCE,
+        registry=registry,
+        interval=settings.secret_check_interval_seconds,
+        initial_delay=settings.secret_check_interval_seconds,
+    )
+    async def periodic_check(
+        body: kopf.Body,
+        memo: kopf.Memo,
+        meta: kopf.Meta,
+        webhook_ids: kopf.Index[str, str],
+        **_: Any,
+    ) -> None:
+        if meta.get("deletionTimestamp"):
+            return
+        # A failed check is logged and retried on the next tick; it does not flip Ready.
+        await run(
+            body,
+            memo,
+            0,
+            webhook_ids,
+            "periodic",
+            lifecycle.periodic_check,
+            record_failures=False,
+        )
+
+
+def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:
+    st = ctx.status
+    for cond in (reasons.STALLED, reasons.READY, reasons.RECONCILING):
+        if st.is_true(cond):
+            deps.metrics.resource_conditions[uid] = cond
+            return
+    deps.metrics.resource_conditions[uid] = "Unknown"

@@ -1,0 +1,1 @@
+"""The BlooioWebhook resource as pydantic models, and condition/Event vocabulary."""

@@ -1,0 +1,88 @@
+"""Every condition type, condition reason and Event reason the operator uses.
+
+One list, so troubleshooting docs, tests and code agree on the vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Condition types (kstatus-compatible: Ready, Reconciling, Stalled).
+READY: Final = "Ready"
+RECONCILING: Final = "Reconciling"
+STALLED: Final = "Stalled"
+
+# Condition reasons.
+SYNCED: Final = "Synced"
+SUSPENDED_REASON: Final = "Suspended"
+CREATING: Final = "Creating"
+UPDATING: Final = "Updating"
+PROGRESSING: Final = "Progressing"
+REMOTE_ERROR: Final = "RemoteError"
+RATE_LIMITED: Final = "RateLimited"
+OUTCOME_UNKNOWN: Final = "OutcomeUnknown"
+DELETING: Final = "Deleting"
+AS_EXPECTED: Final = "AsExpected"
+
+# Reasons used both as condition reasons and as Event reasons.
+VALIDATION_FAILED: Final = "ValidationFailed"
+BAD_REQUEST: Final = "BadRequest"
+CREDENTIALS_MISSING: Final = "CredentialsMissing"
+CREDENTIALS_INVALID: Final = "CredentialsInvalid"
+SECRET_CONFLICT: Final = "SecretConflict"
+AMBIGUOUS_RECOVERY: Final = "AmbiguousRecovery"
+ADOPTION_FAILED: Final = "AdoptionFailed"
+
+# Event reasons.
+CREATED: Final = "Created"
+UPDATED: Final = "Updated"
+REPLACED: Final = "Replaced"
+SUSPENDED: Final = "Suspended"
+RESUMED: Final = "Resumed"
+DELETED: Final = "Deleted"
+ORPHANED: Final = "Orphaned"
+DISABLED: Final = "Disabled"
+DRIFT_CORRECTED: Final = "DriftCorrected"
+RECREATED: Final = "Recreated"
+SECRET_RESTORED: Final = "SecretRestored"
+SECRET_ROTATED: Final = "SecretRotated"
+ADOPTED: Final = "Adopted"
+RECOVERED: Final = "Recovered"
+
+EVENT_REASONS: Final = frozenset(
+    {
+        CREATED,
+        UPDATED,
+        REPLACED,
+        SUSPENDED,
+        RESUMED,
+        DELETED,
+        ORPHANED,
+        DISABLED,
+        DRIFT_CORRECTED,
+        RECREATED,
+        SECRET_RESTORED,
+        SECRET_ROTATED,
+        ADOPTED,
+        RECOVERED,
+        VALIDATION_FAILED,
+        BAD_REQUEST,
+        CREDENTIALS_MISSING,
+        CREDENTIALS_INVALID,
+        SECRET_CONFLICT,
+        AMBIGUOUS_RECOVERY,
+        ADOPTION_FAILED,
+        REMOTE_ERROR,
+        RATE_LIMITED,
+    }
+)
+
+# Annotations users set on a BlooioWebhook.
+ANNOTATION_ROTATE: Final = "blooio.com/rotate-secret"
+ANNOTATION_ADOPT: Final = "blooio.com/adopt-webhook-id"
+ANNOTATION_SKIP_REMOTE_DELETE: Final = "blooio.com/skip-remote-delete"
+
+# Labels the operator puts on the Secrets it writes.
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+MANAGED_BY: Final = "blooio-operator"
+LABEL_WEBHOOK: Final = "blooio.com/webhook"

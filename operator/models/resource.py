@@ -1,0 +1,103 @@
+"""The BlooioWebhook spec and status as pydantic models (camelCase on the wire)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+GROUP = "blooio.com"
+VERSION = "v1alpha1"
+PLURAL = "blooiowebhooks"
+KIND = "BlooioWebhook"
+
+DeletionPolicy = Literal["Delete", "Orphan", "Disable"]
+RemoteStatus = Literal["active", "disabled"]
+
+
+class _Camel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+class CredentialsRef(_Camel):
+    name: str
+    key: str = "api-key"
+
+
+class SecretTemplate(_Camel):
+    name: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class WebhookSpec(_Camel):
+    url: str
+    event_types: list[str] = Field(default_factory=lambda: ["*"])
+    channel_id: str | None = None
+    channel_type: str | None = None
+    credentials_ref: CredentialsRef | None = None
+    secret: SecretTemplate = Field(default_factory=SecretTemplate)
+    suspend: bool = False
+    deletion_policy: DeletionPolicy = "Delete"
+
+    def secret_name(self, resource_name: str) -> str:
+        return self.secret.name or f"{resource_name}-blooio-webhook"
+
+    @property
+    def desired_remote_status(self) -> RemoteStatus:
+        return "disabled" if self.suspend else "active"
+
+
+class Applied(_Camel):
+    """What the operator last applied to (or confirmed at) Blooio."""
+
+    url: str
+    event_types: list[str]
+    channel_id: str | None = None
+    channel_type: str | None = None
+
+
+class Pending(_Camel):
+    """An intent recorded before a non-idempotent call (create), for crash recovery."""
+
+    operation: Literal["create", "replace"]
+    started_at: str
+    url: str
+    channel_id: str | None = None
+    channel_type: str | None = None
+    old_webhook_id: str | None = None
+
+
+class Condition(_Camel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class WebhookStatus(_Camel):
+    observed_generation: int | None = None
+    webhook_id: str | None = None
+    remote_status: RemoteStatus | None = None
+    secret_name: str | None = None
+    created_at: str | None = None
+    last_synced_at: str | None = None
+    secret_rotated_at: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    applied: Applied | None = None
+    pending: Pending | None = None
+    rotate_token: str | None = None
+    adopted_webhook_id: str | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def is_true(self, type_: str) -> bool:
+        cond = self.condition(type_)
+        return cond is not None and cond.status == "True"

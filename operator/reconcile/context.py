@@ -1,0 +1,173 @@
+"""What one reconciliation works with: the resource, its status, and its collaborators.
+
+``Deps`` are built once at startup and shared; ``WebhookContext`` is built per handler
+call. Status changes are made on ``ctx.status`` and written with ``save_status``, which
+patches only the fields that changed (nothing at all when nothing did).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import SecretStr
+
+from blooio_operator.blooio import BlooioClient, ClientPool
+from blooio_operator.kube import KubeClient, OwnerRef
+from blooio_operator.metrics import Metrics
+from blooio_operator.models import reasons
+from blooio_operator.models.resource import WebhookSpec, WebhookStatus
+from blooio_operator.reconcile.crash import CrashPoints
+from blooio_operator.reconcile.errors import CredentialsFailure
+from blooio_operator.reconcile.snapshots import SnapshotCache
+from blooio_operator.settings import Settings
+
+
+class EventSink(Protocol):
+    """Where Kubernetes Events go (kopf's poster in production, a list in unit tests)."""
+
+    def normal(self, reason: str, message: str) -> None: ...
+
+    def warning(self, reason: str, message: str) -> None: ...
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(value: str | None) -> float | None:
+    if not value:
+        return None
+    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+
+
+def ms_to_iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def key_id(api_key: str) -> str:
+    """A short, non-reversible name for an API key (grouping, never the key)."""
+    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    kube: KubeClient
+    clients: ClientPool
+    snapshots: SnapshotCache
+    metrics: Metrics
+    crash: CrashPoints
+
+
+@dataclass
+class WebhookContext:
+    deps: Deps
+    namespace: str
+    name: str
+    uid: str
+    generation: int | None
+    annotations: dict[str, str]
+    spec: WebhookSpec
+    status: WebhookStatus
+    events: EventSink
+    attempt: int = 0
+    claimed_ids: frozenset[str] = frozenset()
+    _saved: dict[str, Any] = field(default_factory=dict)
+    _key_id: str | None = None
+
+    @classmethod
+    def build(
+        cls,
+        deps: Deps,
+        *,
+        body: dict[str, Any],
+        events: EventSink,
+        attempt: int = 0,
+        claimed_ids: frozenset[str] = frozenset(),
+    ) -> WebhookContext:
+        meta = body.get("metadata", {})
+        status = WebhookStatus.model_validate(body.get("status") or {})
+        ctx = cls(
+            deps=deps,
+            namespace=meta["namespace"],
+            name=meta["name"],
+            uid=meta["uid"],
+            generation=meta.get("generation"),
+            annotations=dict(meta.get("annotations") or {}),
+            spec=WebhookSpec.model_validate(body.get("spec") or {}),
+            status=status,
+            events=events,
+            attempt=attempt,
+            claimed_ids=claimed_ids,
+        )
+        ctx._saved = ctx._status_fields()
+        return ctx
+
+    @property
+    def settings(self) -> Settings:
+        return self.deps.settings
+
+    @property
+    def kube(self) -> KubeClient:
+        return self.deps.kube
+
+    @property
+    def owner(self) -> OwnerRef:
+        return OwnerRef(self.name, self.uid)
+
+    @property
+    def secret_name(self) -> str:
+        return self.spec.secret_name(self.name)
+
+    @property
+    def key_id(self) -> str | None:
+        return self._key_id
+
+    def crash(self, point: str) -> None:
+        self.deps.crash(point)
+
+    async def blooio(self) -> BlooioClient:
+        """The client for this resource's API key (credentialsRef, else the default)."""
+        ref = self.spec.credentials_ref
+        if ref is not None:
+            value = await self.kube.read_secret_value(self.namespace, ref.name, ref.key)
+            if not value:
+                raise CredentialsFailure(
+                    reasons.CREDENTIALS_MISSING,
+                    f"spec.credentialsRef: Secret {self.namespace}/{ref.name} has no key "
+                    f"{ref.key!r} (or does not exist); create it, the operator retries.",
+                    delay=self.settings.credentials_retry_seconds,
+                )
+        else:
+            secret = self.settings.api_key
+            value = secret.get_secret_value().strip() if secret else ""
+            if not value:
+                raise CredentialsFailure(
+                    reasons.CREDENTIALS_MISSING,
+                    "No Blooio API key: set spec.credentialsRef or configure the operator's "
+                    "default key (BLOOIO_API_KEY).",
+                    delay=self.settings.credentials_retry_seconds,
+                )
+        self._key_id = key_id(value)
+        return self.deps.clients.get(SecretStr(value))
+
+    # --- status ------------------------------------------------------------------
+
+    def _status_fields(self) -> dict[str, Any]:
+        return self.status.dump()
+
+    async def save_status(self) -> bool:
+        """Patch the fields of ``status`` that changed since the last save."""
+        current = self._status_fields()
+        patch: dict[str, Any] = {k: v for k, v in current.items() if self._saved.get(k) != v}
+        patch.update({k: None for k in self._saved if k not in current})
+        if not patch:
+            return False
+        await self.kube.patch_status(self.namespace, self.name, patch)
+        self._saved = current
+        return True
