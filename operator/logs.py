@@ -28,9 +28,7 @@ class RedactingFilter(logging.Filter):
         for lit in self.literals:
             text = text.replace(lit, "[REDACTED]")
         for pat in _PATTERNS:
-            text = pat.sub(
-                lambda m: (m.group(1) if m.lastindex else "") + "[REDACTED]", text
-            )
+            text = pat.sub(lambda m: (m.group(1) if m.lastindex else "") + "[REDACTED]", text)
         return text
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -62,9 +60,7 @@ def configure_logging(
             )
         )
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-        )
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     redactor = RedactingFilter(secrets)
     handler.addFilter(redactor)
     root.addHandler(handler)

@@ -81,9 +81,7 @@ def ensure_binary(src: Path | None = None, *, log: Path | None = None) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_suffix(".tmp")
     pkg = "k8s.io/component-base/version"
-    ldflags = (
-        f"-s -w -X {pkg}.gitVersion={K8S_VERSION} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor=36"
-    )
+    ldflags = f"-s -w -X {pkg}.gitVersion={K8S_VERSION} -X {pkg}.gitMajor=1 -X {pkg}.gitMinor=36"
     env_vars = {**os.environ, "GOTOOLCHAIN": "local", "CGO_ENABLED": "0"}
     cmd = [go, "build", "-trimpath", "-ldflags", ldflags, "-o", str(tmp), "."]
     out = subprocess.run(cmd, cwd=src, env=env_vars, capture_output=True, text=True, check=False)

@@ -70,7 +70,14 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler on ``registry`` with intervals from ``settings``."""
     locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
-    @kopf.on.startup(registry=registry)
+    @kopf.on.login(registry=registry, id="login")
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+            **kwargs
+        ) or kopf.login_with_kubeconfig(**kwargs)
+        return info
+
+    @kopf.on.startup(registry=registry, id="configure")
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         app: Settings = memo["settings"]
         settings.posting.level = logging.CRITICAL  # our own Events only, not kopf's log lines
@@ -105,14 +112,14 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         if app.metrics_port is not None:
             metrics.serve(app.metrics_port)
 
-    @kopf.on.cleanup(registry=registry)
+    @kopf.on.cleanup(registry=registry, id="close")
     async def close(memo: kopf.Memo, **_: Any) -> None:
         deps: Deps | None = memo.get("deps")
         if deps is not None:
             await deps.clients.aclose()
             deps.kube.close()
 
-    @kopf.index(*RESOURCE, registry=registry)
+    @kopf.index(*RESOURCE, registry=registry, id="webhook_ids")
     def webhook_ids(status: kopf.Status, uid: str, **_: Any) -> dict[str, str] | None:
         webhook_id = status.get("webhookId")
         return {webhook_id: uid} if webhook_id else None
@@ -154,10 +161,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             try:
                 await step(ctx)
             except Exception as exc:
+                err: Exception
                 if not record_failures:
                     err = classify(exc, settings=deps.settings, attempt=0, action=trigger)
                     deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
-                    log.warning("%s/%s: %s", ctx.namespace, ctx.name, err.message)
+                    log.warning("%s/%s: %s", ctx.namespace, ctx.name, err)
                     return
                 err = await lifecycle.record_failure(ctx, exc, action=trigger)
                 deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
@@ -169,47 +177,41 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     def _skip_on_resume(ctx: WebhookContext) -> bool:
         return lifecycle.is_settled(ctx) or lifecycle.is_waiting_for_human(ctx)
 
-    @kopf.on.resume(*RESOURCE, registry=registry)
-    async def resume_webhook(
-        body: kopf.Body, memo: kopf.Memo, retry: int, webhook_ids: kopf.Index[str, str], **_: Any
-    ) -> None:
+    @kopf.on.resume(*RESOURCE, registry=registry, id="reconcile")
+    async def resume_webhook(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
         await run(
-            body, memo, retry, webhook_ids, "resume", lifecycle.reconcile, skip_if=_skip_on_resume
+            body,
+            memo,
+            retry,
+            kwargs["webhook_ids"],
+            "resume",
+            lifecycle.reconcile,
+            skip_if=_skip_on_resume,
         )
 
-    @kopf.on.create(*RESOURCE, registry=registry)
-    @kopf.on.update(*RESOURCE, registry=registry)
+    @kopf.on.create(*RESOURCE, registry=registry, id="reconcile")
+    @kopf.on.update(*RESOURCE, registry=registry, id="reconcile")
     async def reconcile_webhook(
-        body: kopf.Body,
-        memo: kopf.Memo,
-        retry: int,
-        reason: str,
-        webhook_ids: kopf.Index[str, str],
-        **_: Any,
+        body: kopf.Body, memo: Any, retry: int, reason: str, **kwargs: Any
     ) -> None:
-        await run(body, memo, retry, webhook_ids, str(reason), lifecycle.reconcile)
+        await run(body, memo, retry, kwargs["webhook_ids"], str(reason), lifecycle.reconcile)
 
-    @kopf.on.delete(*RESOURCE, registry=registry)
-    async def delete_webhook(
-        body: kopf.Body, memo: kopf.Memo, retry: int, webhook_ids: kopf.Index[str, str], **_: Any
-    ) -> None:
-        await run(body, memo, retry, webhook_ids, "delete", lifecycle.finalize, deleting=True)
+    @kopf.on.delete(*RESOURCE, registry=registry, id="finalize")
+    async def delete_webhook(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
+        await run(
+            body, memo, retry, kwargs["webhook_ids"], "delete", lifecycle.finalize, deleting=True
+        )
         memo["deps"].metrics.resource_conditions.pop(body["metadata"]["uid"], None)
         locks.pop(body["metadata"]["uid"], None)
 
     @kopf.timer(
         *RESOURCE,
         registry=registry,
+        id="periodic_check",
         interval=settings.secret_check_interval_seconds,
         initial_delay=settings.secret_check_interval_seconds,
     )
-    async def periodic_check(
-        body: kopf.Body,
-        memo: kopf.Memo,
-        meta: kopf.Meta,
-        webhook_ids: kopf.Index[str, str],
-        **_: Any,
-    ) -> None:
+    async def periodic_check(body: kopf.Body, memo: Any, meta: kopf.Meta, **kwargs: Any) -> None:
         if meta.get("deletionTimestamp"):
             return
         # A failed check is logged and retried on the next tick; it does not flip Ready.
@@ -217,7 +219,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             body,
             memo,
             0,
-            webhook_ids,
+            kwargs["webhook_ids"],
             "periodic",
             lifecycle.periodic_check,
             record_failures=False,

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from kubernetes.client.rest import ApiException
+from kubernetes.client.exceptions import ApiException
 
 from blooio_operator.models.resource import GROUP, KIND, PLURAL, VERSION
 
@@ -89,9 +89,9 @@ class SecretView:
 def load_api_client() -> k8s.ApiClient:
     """In-cluster config when running in a Pod, else the current kubeconfig."""
     try:
-        k8s_config.load_incluster_config()
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
-        k8s_config.load_kube_config()
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
     conf = k8s.Configuration.get_default_copy()
     conf.connection_pool_maxsize = 64
     return k8s.ApiClient(conf)
@@ -120,11 +120,15 @@ class KubeClient:
     async def read_secret(self, namespace: str, name: str) -> SecretView | None:
         try:
             obj = await self._call(
-                f"read Secret {namespace}/{name}", self._core.read_namespaced_secret, name, namespace
+                f"read Secret {namespace}/{name}",
+                self._core.read_namespaced_secret,
+                name,
+                namespace,
             )
         except KubeNotFound:
             return None
         meta = obj.metadata
+        assert meta is not None
         owners = meta.owner_references or []
         controller = next((o.uid for o in owners if o.controller), None)
         return SecretView(
@@ -201,7 +205,7 @@ class KubeClient:
         )
         refs = [
             {"apiVersion": o.api_version, "kind": o.kind, "name": o.name, "uid": o.uid}
-            for o in (obj.metadata.owner_references or [])
+            for o in ((obj.metadata.owner_references if obj.metadata else None) or [])
             if o.uid != owner_uid
         ]
         patch = [
@@ -247,7 +251,7 @@ class KubeClient:
 
     async def read_webhook_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = await self._call(
+            obj: Any = await self._call(
                 f"read {namespace}/{name}",
                 self._custom.get_namespaced_custom_object,
                 GROUP,
@@ -258,4 +262,4 @@ class KubeClient:
             )
         except KubeNotFound:
             return None
-        return obj
+        return dict(obj)

@@ -114,8 +114,12 @@ def finish_ready(ctx: WebhookContext) -> None:
 
 async def record_failure(ctx: WebhookContext, exc: BaseException, *, action: str) -> Exception:
     """Turn a failure into conditions + Event, write status; return the classified error."""
-    err = classify(exc if isinstance(exc, Exception) else RuntimeError(str(exc)),
-                   settings=ctx.settings, attempt=ctx.attempt, action=action)
+    err = classify(
+        exc if isinstance(exc, Exception) else RuntimeError(str(exc)),
+        settings=ctx.settings,
+        attempt=ctx.attempt,
+        action=action,
+    )
     st = ctx.status
     now = now_iso()
     if isinstance(err, PermanentFailure | CredentialsFailure):
@@ -547,7 +551,8 @@ async def ensure_secret(ctx: WebhookContext, client: BlooioClient) -> None:
     url_ok = view.data.get(URL_KEY, b"").decode() == ctx.spec.url
     if labels_ok and annotations_ok and url_ok:
         return
-    assert st.webhook_id is not None and st.applied is not None
+    assert st.webhook_id is not None
+    assert st.applied is not None
     webhook = Webhook(
         id=st.webhook_id,
         url=st.applied.url,
@@ -564,10 +569,14 @@ async def _move_secret(ctx: WebhookContext, client: BlooioClient, old_name: str)
     """spec.secret.name changed: copy the current secret to the new name (or rotate)."""
     old = await ctx.kube.read_secret(ctx.namespace, old_name)
     st = ctx.status
-    if old is not None and old.controller_uid == ctx.uid and old.data.get(SECRET_KEY) and (
-        old.data.get(ID_KEY, b"").decode() == st.webhook_id
+    if (
+        old is not None
+        and old.controller_uid == ctx.uid
+        and old.data.get(SECRET_KEY)
+        and (old.data.get(ID_KEY, b"").decode() == st.webhook_id)
     ):
-        assert st.webhook_id is not None and st.applied is not None
+        assert st.webhook_id is not None
+        assert st.applied is not None
         webhook = Webhook(
             id=st.webhook_id,
             url=st.applied.url,

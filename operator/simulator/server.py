@@ -60,6 +60,8 @@ MAX_LIMIT: Final = 200
 USER_AGENT: Final = "Blooio-Simulator/1.0"
 _LIMIT_RE: Final = re.compile(r"[0-9]{1,6}")
 
+_API_KEY_ID: Final = web.RequestKey("api_key_id", str)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -312,7 +314,7 @@ class Simulator:
         principal = self._keys.get(token)
         if principal is None:
             raise AuthFailure(401, "Invalid API key")
-        request["api_key_id"] = principal.api_key_id
+        request[_API_KEY_ID] = principal.api_key_id
         if token in self._forbidden:
             raise AuthFailure(403, "This API key is not allowed to manage webhooks")
         return principal
@@ -476,13 +478,13 @@ class Simulator:
         entry = self.calls.start(request, endpoint)
         known = self._keys.get(_bearer_token(request))
         if known is not None:
-            request["api_key_id"] = known.api_key_id
+            request[_API_KEY_ID] = known.api_key_id
         started = time.monotonic()
         try:
             response, fault, answered = await self._handle_api(request, handler, endpoint)
         finally:
             entry["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
-            entry["api_key_id"] = request.get("api_key_id")
+            entry["api_key_id"] = request.get(_API_KEY_ID)
         entry["fault"] = fault
         # The status the handler produced, even when commit_then_drop kept it from the
         # client; None when nothing was processed (reset, or a hang the client gave up on).
@@ -495,6 +497,10 @@ class Simulator:
         """Apply latency and faults around the handler: (response, fault kind, processed)."""
         # Faults are keyed per API key for token buckets; use a fingerprint, never the key.
         bucket_key = api_key_fingerprint(request.headers.get("Authorization", ""))
+        # Receive the whole body first, as a real server does before processing: a
+        # request held by a fault must still be processable after the client left.
+        with contextlib.suppress(ConnectionError, aiohttp.ClientPayloadError):
+            await request.read()
         delay = self.faults.delay_seconds(endpoint, bucket_key)
         if delay > 0:
             await asyncio.sleep(delay)
@@ -545,12 +551,13 @@ class Simulator:
         return None
 
     async def _hang(self, request: web.Request, seconds: float | None) -> bool:
-        """Hold the request; True once ``seconds`` elapsed, False if the client went away."""
+        """Hold the request: for ``seconds`` (then True, even if the client left), or
+        until the client goes away (False)."""
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
         while True:
             transport = request.transport
-            if transport is None or transport.is_closing():
+            if deadline is None and (transport is None or transport.is_closing()):
                 return False
             if self._closing.is_set():
                 _abort_connection(request)

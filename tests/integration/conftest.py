@@ -8,6 +8,8 @@ ServiceAccounts through the TokenRequest API so the shipped RBAC is what is test
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -170,3 +172,167 @@ def sa_api_client(
 
 def load_yaml_docs(path: Path) -> list[dict[str, Any]]:
     return [d for d in yaml.safe_load_all(path.read_text()) if d]
+
+
+# --- the simulator and the operator, as separate processes --------------------------
+
+API_KEY = "bl_test_integration_key_0123456789"
+MANIFESTS = ROOT / "deploy" / "manifests"
+
+
+class Simulator:
+    """A running simulator process plus its admin client."""
+
+    def __init__(self, state_dir: Path, api_keys: list[str], extra: list[str] | None = None):
+        from blooio_operator.devenv.dev import SimulatorProcess
+        from blooio_operator.simulator.admin import SimulatorAdmin
+
+        self.proc = SimulatorProcess(state_dir, api_keys, extra).start()
+        self.url = self.proc.url
+        self.admin = SimulatorAdmin(self.proc.admin)
+
+    def calls(self, endpoint: str | None = None) -> list[dict[str, Any]]:
+        calls: list[dict[str, Any]] = self.admin.calls()
+        return [c for c in calls if endpoint is None or c["endpoint"] == endpoint]
+
+    def count(self, endpoint: str) -> int:
+        return len(self.calls(endpoint))
+
+    def webhooks(self) -> list[dict[str, Any]]:
+        hooks: list[dict[str, Any]] = self.admin.webhooks()
+        return hooks
+
+    def webhook(self, webhook_id: str) -> dict[str, Any] | None:
+        return next((w for w in self.webhooks() if w["id"] == webhook_id), None)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
+@pytest.fixture
+def simulator(tmp_path: Path) -> Iterator[Simulator]:
+    sim = Simulator(tmp_path / "simulator", [API_KEY, "bl_test_other_key_abcdefghijkl"])
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def operator_kubeconfig(
+    control_plane: ControlPlane,
+    kube_api: k8s.ApiClient,
+    crd: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """A kubeconfig for ServiceAccount blooio-system/blooio-operator bound by the SHIPPED RBAC."""
+    core = k8s.CoreV1Api(kube_api)
+    try:
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name="blooio-system")))
+    except k8s.ApiException as exc:
+        if exc.status != 409:
+            raise
+    rbac = k8s.RbacAuthorizationV1Api(kube_api)
+    docs = load_yaml_docs(MANIFESTS / "rbac.yaml")
+    for doc in docs:
+        if doc["kind"] == "ClusterRole":
+            rbac.create_cluster_role(doc)
+        elif doc["kind"] == "ClusterRoleBinding":
+            rbac.create_cluster_role_binding(doc)
+    assert any(d["kind"] == "ClusterRole" for d in docs), "deploy/manifests/rbac.yaml has no role"
+    token = token_for(kube_api, "blooio-system", "blooio-operator")
+    return kubeconfig_for_token(
+        control_plane, token, tmp_path_factory.mktemp("operator") / "kubeconfig"
+    )
+
+
+class OperatorProcess:
+    """``blooio-operator run`` as its own process, authenticated as the operator's SA."""
+
+    def __init__(self, kubeconfig: Path, log_path: Path, env: dict[str, str], args: list[str]):
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.env = env
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, **env_overrides: str) -> OperatorProcess:
+        env = {**os.environ, **self.env, "KUBECONFIG": str(self.kubeconfig), **env_overrides}
+        env = {k: v for k, v in env.items() if v != ""}
+        log = self.log_path.open("ab")
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "blooio_operator", "run", *self.args],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_exit(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def restart(self, **env_overrides: str) -> OperatorProcess:
+        self.stop()
+        return self.start(**env_overrides)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+OperatorFactory = Callable[..., OperatorProcess]
+
+
+@pytest.fixture
+def start_operator(
+    operator_kubeconfig: Path, simulator: Simulator, namespace: str, tmp_path: Path
+) -> Iterator[OperatorFactory]:
+    started: list[OperatorProcess] = []
+
+    def start(*, namespaces: list[str] | None = None, **env: str) -> OperatorProcess:
+        base = {
+            "BLOOIO_API_URL": simulator.url,
+            "BLOOIO_API_KEY": API_KEY,
+            "BLOOIO_LOG_LEVEL": "DEBUG",
+            "BLOOIO_SECRET_CHECK_INTERVAL_SECONDS": "2",
+            "BLOOIO_DRIFT_INTERVAL_SECONDS": "3",
+            "BLOOIO_CREDENTIALS_RETRY_SECONDS": "3",
+            "BLOOIO_TRANSIENT_RETRY_BASE_SECONDS": "0.5",
+            "BLOOIO_TRANSIENT_RETRY_CAP_SECONDS": "3",
+            "BLOOIO_RECOVERY_DELAY_SECONDS": "1",
+            "BLOOIO_HTTP_TIMEOUT_SECONDS": "3",
+        }
+        base.update(env)
+        args: list[str] = []
+        for ns in namespaces or [namespace]:
+            args += ["--namespace", ns]
+        op = OperatorProcess(
+            operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", base, args
+        ).start()
+        started.append(op)
+        return op
+
+    yield start
+    for i, op in enumerate(started):
+        op.stop()
+        # Shown by pytest only when the test failed.
+        print(f"--- operator {i} log (tail) ---\n{op.logs()[-6000:]}")
