@@ -95,8 +95,10 @@ def crd(kubectl: KubectlFn, kube_api: k8s.ApiClient) -> str:
     # Discovery can lag Established by a moment; wait until the resource is served.
     custom = k8s.CustomObjectsApi(kube_api)
     wait_for(
-        lambda: custom.list_cluster_custom_object("blooio.com", "v1alpha1", "blooiowebhooks")
-        is not None,
+        lambda: (
+            custom.list_cluster_custom_object("blooio.com", "v1alpha1", "blooiowebhooks")
+            is not None
+        ),
         timeout=30,
         message="blooiowebhooks served",
     )

@@ -57,7 +57,12 @@ class Webhooks:
         return None
 
     def wait_condition(
-        self, name: str, type_: str, status: str = "True", *, timeout: float = 60,
+        self,
+        name: str,
+        type_: str,
+        status: str = "True",
+        *,
+        timeout: float = 60,
         reason: str | None = None,
     ) -> dict[str, Any]:
         def probe() -> dict[str, Any] | None:

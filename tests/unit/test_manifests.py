@@ -602,3 +602,29 @@ def test_examples_kustomization_builds() -> None:
     assert cm["data"]["receiver.py"] == (EXAMPLES / "receiver" / "receiver.py").read_text()
     volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "code", "configMap": {"name": cm["metadata"]["name"]}} in volumes
+
+
+# --- docs agree with the code ------------------------------------------------------------
+
+DOCS = ROOT / "docs"
+
+
+def test_every_event_reason_is_in_troubleshooting() -> None:
+    from blooio_operator.models import reasons
+
+    text = (DOCS / "troubleshooting.md").read_text()
+    missing = sorted(r for r in reasons.EVENT_REASONS if f"`{r}`" not in text)
+    assert missing == []
+
+
+def test_every_setting_is_documented() -> None:
+    from blooio_operator.settings import Settings
+
+    text = (DOCS / "configuration.md").read_text()
+    testing_only = {"crash_point"}
+    missing = sorted(
+        f"BLOOIO_{name.upper()}"
+        for name in Settings.model_fields
+        if name not in testing_only and f"`BLOOIO_{name.upper()}`" not in text
+    )
+    assert missing == []
