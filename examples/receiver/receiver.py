@@ -107,7 +107,7 @@ class Handler(BaseHTTPRequestHandler):
 def main() -> None:
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server inside a pod
     server = ThreadingHTTPServer((host, int(os.environ.get("PORT", "8080"))), Handler)
-    print(f"listening on {server.server_address[0]}:{server.server_address[1]}", flush=True)
+    print(f"listening on {host}:{server.server_port}", flush=True)
     server.serve_forever()
 
 

@@ -18,7 +18,12 @@ import sys
 import time
 from pathlib import Path
 
-from blooio_operator.devenv.controlplane import ControlPlane, ensure_binary, find_source_dir
+from blooio_operator.devenv.controlplane import (
+    ControlPlane,
+    ControlPlaneError,
+    ensure_binary,
+    find_source_dir,
+)
 
 
 class SimulatorProcess:
@@ -98,6 +103,14 @@ def run_controlplane(args: argparse.Namespace) -> int:
 
 
 def run_dev(args: argparse.Namespace) -> int:
+    try:
+        return _run_dev(args)
+    except (ControlPlaneError, RuntimeError, subprocess.CalledProcessError) as exc:
+        print(f"blooio-operator dev: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run_dev(args: argparse.Namespace) -> int:
     state = Path(args.state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     root = project_root()
@@ -117,7 +130,7 @@ def run_dev(args: argparse.Namespace) -> int:
             f"export BLOOIO_API_KEY={shlex.quote(args.api_key)}\n"
             f"export BLOOIO_SIMULATOR_ADMIN={shlex.quote(sim.admin)}\n"
         )
-        _kubectl(kubeconfig, "apply", "-f", str(root / "deploy" / "crds"))
+        _kubectl(kubeconfig, "apply", "-k", str(root / "deploy" / "crds"))
         _kubectl(
             kubeconfig,
             "wait",

@@ -59,6 +59,12 @@ DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 200
 USER_AGENT: Final = "Blooio-Simulator/1.0"
 _LIMIT_RE: Final = re.compile(r"[0-9]{1,6}")
+_ERROR_CODES: Final[Mapping[int, str]] = {
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
+}
 
 _API_KEY_ID: Final = web.RequestKey("api_key_id", str)
 
@@ -529,8 +535,11 @@ class Simulator:
                 return web.Response(
                     status=rule.status, text=rule.body, content_type="text/plain", headers=headers
                 )
+            code = _ERROR_CODES.get(
+                rule.status, "internal_error" if rule.status >= 500 else "error"
+            )
             return ApiError(
-                rule.status, "internal_error", "simulated server error", headers=headers
+                rule.status, code, f"simulated error (HTTP {rule.status})", headers=headers
             ).response()
         if rule.kind == "rate_limit":
             header = _format_retry_after(retry_after)

@@ -127,7 +127,7 @@ def shipped_run_flags() -> set[str]:
             docs.extend(yaml.safe_load_all(out))
     else:
         docs.extend(yaml.safe_load_all((ROOT / "deploy/manifests/deployment.yaml").read_text()))
-    flags = set()
+    flags: set[str] = set()
     for doc in docs:
         for args in find_args(doc):
             if args and args[0] == "run":

@@ -35,7 +35,7 @@ def load_all(path: Path) -> list[dict[str, Any]]:
 
 def crd() -> dict[str, Any]:
     (doc,) = load_all(CRD_FILE)
-    return doc
+    return dict(doc)
 
 
 def version() -> dict[str, Any]:
