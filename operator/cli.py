@@ -112,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         standalone=args.peering is None,
         peering_name=args.peering,
         liveness_endpoint=liveness,
-        memo=kopf.Memo(settings=settings),
+        memo=kopf.Memo(settings=settings, namespaces=namespaces),
     )
     return 0
 

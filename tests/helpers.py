@@ -30,7 +30,7 @@ def wait_for(
             if value:
                 return value
             last_value = value
-        except Exception as exc:  # noqa: BLE001 - reported on timeout
+        except Exception as exc:
             last_exc = exc
         if time.monotonic() > deadline:
             detail = f"; last error: {last_exc!r}" if last_exc else f"; last value: {last_value!r}"

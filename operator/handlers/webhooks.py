@@ -91,6 +91,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         settings.watching.reconnect_backoff = 1.0
         settings.networking.request_timeout = 30
         settings.batching.idle_timeout = 30.0
+        namespaces: list[str] = memo.get("namespaces") or []
+        if namespaces and not any(c in ns for ns in namespaces for c in "*?[!"):
+            # Exact namespaces: nothing to discover, and the namespaced RBAC variant
+            # deliberately cannot list namespaces or watch CRDs.
+            settings.scanning.disabled = True
         metrics = Metrics()
         kube = KubeClient(load_api_client())
         clients = ClientPool(

@@ -17,12 +17,9 @@ SYNCED: Final = "Synced"
 SUSPENDED_REASON: Final = "Suspended"
 CREATING: Final = "Creating"
 UPDATING: Final = "Updating"
-PROGRESSING: Final = "Progressing"
 REMOTE_ERROR: Final = "RemoteError"
 RATE_LIMITED: Final = "RateLimited"
 OUTCOME_UNKNOWN: Final = "OutcomeUnknown"
-DELETING: Final = "Deleting"
-AS_EXPECTED: Final = "AsExpected"
 
 # Reasons used both as condition reasons and as Event reasons.
 VALIDATION_FAILED: Final = "ValidationFailed"

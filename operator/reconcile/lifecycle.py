@@ -136,7 +136,7 @@ async def record_failure(ctx: WebhookContext, exc: BaseException, *, action: str
             ctx.events.warning(reasons.REMOTE_ERROR, err.message)
     try:
         await ctx.save_status()
-    except Exception as write_exc:  # noqa: BLE001 - the original error matters more
+    except Exception as write_exc:
         log.warning("could not record status of %s/%s: %s", ctx.namespace, ctx.name, write_exc)
     return err
 

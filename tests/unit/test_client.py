@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr, ValidationError
+
 from blooio_operator.blooio import (
     BlooioClient,
     CreateOutcomeUnknown,
@@ -26,7 +28,6 @@ from blooio_operator.blooio import (
     WebhookDelivery,
     WebhookWithSecret,
 )
-from pydantic import SecretStr, ValidationError
 
 API_KEY = "bl_live_k3y_that_must_never_leak_0001"
 SECRET = "whsec_s3cret_that_must_never_leak_0002"

@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
+
 from blooio_operator.blooio import (
     ApiConnectionError,
     ApiStatusError,
@@ -29,7 +31,6 @@ from blooio_operator.blooio import (
     error_from_response,
     parse_retry_after,
 )
-from pydantic import SecretStr
 
 API_KEY = "bl_live_errors_key_never_leak_0001"
 BASE_URL = "https://api.blooio.test/v4"

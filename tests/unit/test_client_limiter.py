@@ -9,8 +9,9 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-from blooio_operator.blooio import ClientPool, KeyLimiter, RetryPolicy, key_fingerprint
 from pydantic import SecretStr
+
+from blooio_operator.blooio import ClientPool, KeyLimiter, RetryPolicy, key_fingerprint
 
 KEY_A = "bl_live_tenant_a_never_leak_0001"
 KEY_B = "bl_live_tenant_b_never_leak_0002"

@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import SecretStr
+
 from blooio_operator.blooio import (
     ApiConnectionError,
     ApiStatusError,
@@ -21,7 +23,6 @@ from blooio_operator.blooio import (
     UpdateWebhookRequest,
     backoff_delay,
 )
-from pydantic import SecretStr
 
 API_KEY = "bl_live_retry_key_never_leak_0001"
 BASE_URL = "https://api.blooio.test/v4"
