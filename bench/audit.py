@@ -148,7 +148,9 @@ class AuditLog:
 
 def summarize(writes: list[Write], user: str, namespaces: set[str] | None = None) -> dict[str, Any]:
     """Writes of ``user`` (optionally only in ``namespaces``): by verb+resource, failures."""
-    mine = [w for w in writes if w.user == user and (namespaces is None or w.namespace in namespaces)]
+    mine = [
+        w for w in writes if w.user == user and (namespaces is None or w.namespace in namespaces)
+    ]
     by_key = Counter(w.key for w in mine)
     failed = Counter(f"{w.key} -> {w.code}" for w in mine if w.code >= 400)
     return {

@@ -41,8 +41,12 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
     if steady:
         lat = steady["latency_s"]
         out += [
-            _target("steady p50 (s)", f"<= {P50_LIMIT_S}", _r(lat["p50"], 3), lat["p50"] <= P50_LIMIT_S),
-            _target("steady p99 (s)", f"<= {P99_LIMIT_S}", _r(lat["p99"], 3), lat["p99"] <= P99_LIMIT_S),
+            _target(
+                "steady p50 (s)", f"<= {P50_LIMIT_S}", _r(lat["p50"], 3), lat["p50"] <= P50_LIMIT_S
+            ),
+            _target(
+                "steady p99 (s)", f"<= {P99_LIMIT_S}", _r(lat["p99"], 3), lat["p99"] <= P99_LIMIT_S
+            ),
             _target(
                 "POST per resource (steady)",
                 "== 1",
@@ -108,7 +112,8 @@ def markdown(results: dict[str, Any]) -> str:
     head = " | ".join(f"N={r['size']}" for r in runs)
     sep = "|".join("---" for _ in runs)
     lines = [
-        f"## blooio-operator bench — {meta['date']}" + (f" ({meta['label']})" if meta["label"] else ""),
+        f"## blooio-operator bench — {meta['date']}"
+        + (f" ({meta['label']})" if meta["label"] else ""),
         "",
         f"Machine: {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}), {m['memory_gib']} GiB, "
         f"Python {m['python']}, kopf {meta['kopf']}. Simulator latency {a['latency_ms']:g} ms; "
@@ -137,7 +142,10 @@ def markdown(results: dict[str, Any]) -> str:
     )
     row(
         "throughput operator / floor (resources/s)",
-        [f"{_f(o['throughput_per_s'], 1)} / {_f(f['throughput_per_s'], 1)}" for o, f in zip(ob, fb, strict=True)],
+        [
+            f"{_f(o['throughput_per_s'], 1)} / {_f(f['throughput_per_s'], 1)}"
+            for o, f in zip(ob, fb, strict=True)
+        ],
     )
     row("burst latency p50 / p95 / p99, operator (s)", [_lat(b["latency_s"]) for b in ob])
     row("burst latency p50 / p95 / p99, floor (s)", [_lat(b["latency_s"]) for b in fb])
@@ -152,7 +160,11 @@ def markdown(results: dict[str, Any]) -> str:
             )
         else:
             steady_cells.append("skipped")
-    row("steady latency p50 / p95 / p99, operator (s)", steady_cells, f"p50 <= {P50_LIMIT_S}, p99 <= {P99_LIMIT_S}")
+    row(
+        "steady latency p50 / p95 / p99, operator (s)",
+        steady_cells,
+        f"p50 <= {P50_LIMIT_S}, p99 <= {P99_LIMIT_S}",
+    )
     row(
         "Blooio POST per resource (burst / steady)",
         [
@@ -168,27 +180,40 @@ def markdown(results: dict[str, Any]) -> str:
         "Blooio calls per resource, all endpoints (burst)",
         [_f(sum(b["blooio_calls"].values()) / b["n"], 3) for b in ob],
     )
-    row("K8s writes per resource, operator (burst)", [_f(b["kube_writes_per_resource_total"], 2) for b in ob])
+    row(
+        "K8s writes per resource, operator (burst)",
+        [_f(b["kube_writes_per_resource_total"], 2) for b in ob],
+    )
     row(
         "K8s writes per resource, operator (steady)",
-        [_f(r["operator"].get("steady", {}).get("kube_writes_per_resource_total"), 2) for r in runs],
+        [
+            _f(r["operator"].get("steady", {}).get("kube_writes_per_resource_total"), 2)
+            for r in runs
+        ],
     )
     row("K8s writes per resource, floor", [_f(b["kube_writes_per_resource_total"], 2) for b in fb])
     row(
         "operator peak RSS (MiB)",
-        [_f(r["operator"]["process"]["peak_rss_mib"], 1) + _mark(r, "peak RSS (MiB)") for r in runs],
+        [
+            _f(r["operator"]["process"]["peak_rss_mib"], 1) + _mark(r, "peak RSS (MiB)")
+            for r in runs
+        ],
         f"<= {RSS_LIMIT_MIB:g}",
     )
     row(
         "operator RSS settled / after restart (MiB)",
         [
-            f"{_f(r['operator']['process']['rss_settled_mib'], 1)} / {_f(r['operator']['restart']['rss_mib'], 1)}"
+            f"{_f(r['operator']['process']['rss_settled_mib'], 1)} / "
+            f"{_f(r['operator']['restart']['rss_mib'], 1)}"
             for r in runs
         ],
     )
     row(
         "CPU during burst, operator / floor (s)",
-        [f"{_f(o['process']['cpu_s'], 1)} / {_f(f['process']['cpu_s'], 1)}" for o, f in zip(ob, fb, strict=True)],
+        [
+            f"{_f(o['process']['cpu_s'], 1)} / {_f(f['process']['cpu_s'], 1)}"
+            for o, f in zip(ob, fb, strict=True)
+        ],
     )
     row(
         "restart: Blooio calls excl. list (list calls)",
@@ -202,14 +227,24 @@ def markdown(results: dict[str, Any]) -> str:
     )
     row(
         "restart: operator K8s writes",
-        [str(r["operator"]["restart"]["kube_writes"]["total"]) + _mark(r, "restart: K8s writes") for r in runs],
+        [
+            str(r["operator"]["restart"]["kube_writes"]["total"]) + _mark(r, "restart: K8s writes")
+            for r in runs
+        ],
         "0",
+    )
+    row(
+        "machine load (1-min loadavg) at start / end",
+        [
+            f"{r.get('loadavg_1m_at_start', 'n/a')} / {r.get('loadavg_1m_at_end', 'n/a')}"
+            for r in runs
+        ],
     )
     row(
         "restart: Ready before / after (of total)",
         [
-            f"{r['operator']['restart']['ready_before']} / {r['operator']['restart']['ready_after']} "
-            f"({r['operator']['restart']['resources']})"
+            f"{r['operator']['restart']['ready_before']} / "
+            f"{r['operator']['restart']['ready_after']} ({r['operator']['restart']['resources']})"
             for r in runs
         ],
     )
@@ -218,7 +253,9 @@ def markdown(results: dict[str, Any]) -> str:
         b = r["operator"]["burst"]
         lines.append(f"N={r['size']} details (burst, per resource):")
         lines.append(f"- Blooio calls by endpoint: {_breakdown(b['blooio_per_resource'])}")
-        lines.append(f"- operator writes by verb/resource: {_breakdown(b['kube_writes_per_resource'])}")
+        lines.append(
+            f"- operator writes by verb/resource: {_breakdown(b['kube_writes_per_resource'])}"
+        )
         if b["kube_writes"]["failed_total"]:
             lines.append(f"- failed operator writes: {_breakdown(b['kube_writes']['failed'])}")
         rs = r["operator"]["restart"]
@@ -247,7 +284,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ]
         if r["operator"].get("steady"):
             st = r["operator"]["steady"]
-            series.append((f"operator steady ({st['rate_per_s']:g}/s)", st["latencies"], "tab:green"))
+            series.append(
+                (f"operator steady ({st['rate_per_s']:g}/s)", st["latencies"], "tab:green")
+            )
         for label, values, color in series:
             if values:
                 ys = [(i + 1) / len(values) for i in range(len(values))]
@@ -265,7 +304,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
             ("floor", r["floor"]["burst"]["ready_times"], "tab:gray"),
         ):
             if times:
-                ax_ready.step([0.0, *times], range(len(times) + 1), where="post", label=label, color=color)
+                ax_ready.step(
+                    [0.0, *times], range(len(times) + 1), where="post", label=label, color=color
+                )
         ax_ready.set_xlabel("seconds since the first create")
         ax_ready.set_ylabel("resources Ready")
         ax_ready.set_title(

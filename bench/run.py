@@ -25,6 +25,8 @@ import asyncio
 import math
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -84,7 +86,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=VALUE",
         help="extra environment for the operator (tuning experiments; repeatable)",
     )
-    p.add_argument("--ready-timeout", type=float, default=None, help="per phase (default 120+N/2 s)")
+    p.add_argument(
+        "--ready-timeout", type=float, default=None, help="per phase (default 120+N/2 s)"
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the operator with py-spy ($PY_SPY or on PATH) during each burst; "
+        "collapsed stacks (speedscope/flamegraph.pl input) go to --out",
+    )
     p.add_argument("--label", default="", help="free text stored with the results")
     p.add_argument("--keep-work", action="store_true", help="keep logs, audit log, etcd data")
     p.add_argument("--work-dir", type=Path, default=None, help="where worlds live (default: tmp)")
@@ -112,7 +122,21 @@ async def count_ready(kube: Kube, namespace: str) -> tuple[int, int]:
     return sum(1 for o in items if is_ready(o)), len(items)
 
 
-async def operator_pass(world: World, kube: Kube, n: int, args: argparse.Namespace) -> dict[str, Any]:
+def start_profiler(pid: int, args: argparse.Namespace, n: int) -> subprocess.Popen[bytes]:
+    py_spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if not py_spy:
+        raise SystemExit("--profile needs py-spy on PATH or $PY_SPY")
+    args.out.mkdir(parents=True, exist_ok=True)
+    cmd = [py_spy, "record", "--pid", str(pid), "--rate", "50", "--format", "raw"]
+    cmd += ["--output", str(args.out / f"profile-N{n}.txt")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the burst starts
+    return proc
+
+
+async def operator_pass(
+    world: World, kube: Kube, n: int, args: argparse.Namespace
+) -> dict[str, Any]:
     assert world.admin is not None
     ns = "bench-operator"
     timeout = args.ready_timeout or 120 + n / 2
@@ -124,6 +148,7 @@ async def operator_pass(world: World, kube: Kube, n: int, args: argparse.Namespa
     out: dict[str, Any] = {"startup_s": round(startup_s, 2)}
 
     # --- burst ---------------------------------------------------------------------------
+    profiler = start_profiler(proc.pid, args, n) if args.profile else None
     world.admin.reset_calls()
     mark = world.audit.mark()
     tracker = ReadyTracker(kube, ns)
@@ -134,6 +159,10 @@ async def operator_pass(world: World, kube: Kube, n: int, args: argparse.Namespa
     log(f"N={n}: {n} created in {applied.t_last_ack - applied.t0:.2f}s; waiting for Ready")
     await tracker.wait_all(names, timeout)
     t1 = time.monotonic()
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        await asyncio.to_thread(profiler.wait, 60)
+        out["profile"] = str(args.out / f"profile-N{n}.txt")
     burst = phase_result(applied, tracker.ready_at, names)
     writes = await asyncio.to_thread(world.audit.wait_quiet, mark, OPERATOR_USER)
     calls = world.admin.counts()
@@ -197,7 +226,7 @@ async def operator_pass(world: World, kube: Kube, n: int, args: argparse.Namespa
     writes = world.audit.since(mark)
     calls = world.admin.counts()
     after = proc2.sample_now()
-    ready_after, total_after = await count_ready(kube, ns)
+    ready_after, _ = await count_ready(kube, ns)
     non_list = {k2: v for k2, v in calls.items() if k2 != LIST_ENDPOINT}
     out["restart"] = {
         "resources": total,
@@ -269,12 +298,17 @@ async def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, An
     kube = world.admin_kube(limit=args.apply_concurrency + 16)
     try:
         await world.setup_identities(kube)
-        result: dict[str, Any] = {"size": n, "latency_ms": args.latency_ms}
+        result: dict[str, Any] = {
+            "size": n,
+            "latency_ms": args.latency_ms,
+            "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+        }
         result["operator"] = await operator_pass(world, kube, n, args)
         result["floor"] = await floor_pass(world, kube, n, args)
         op_t = result["operator"]["burst"]["time_to_all_ready_s"]
         fl_t = result["floor"]["burst"]["time_to_all_ready_s"]
         result["ratio_to_floor"] = op_t / fl_t if fl_t and not math.isnan(fl_t) else math.nan
+        result["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
         result["targets"] = report.targets(result)
         result["work_dir"] = str(world.work) if args.keep_work else None
         return result

@@ -85,12 +85,19 @@ class ManagedProcess:
     """A child process (operator or floor) with psutil sampling of RSS and CPU time."""
 
     def __init__(
-        self, name: str, cmd: list[str], env: Mapping[str, str], log_path: Path
+        self,
+        name: str,
+        cmd: list[str],
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        cwd: Path = ROOT,
     ) -> None:
         self.name = name
         self.cmd = cmd
         self.env = dict(env)
         self.log_path = log_path
+        self.cwd = cwd
         self.proc: subprocess.Popen[bytes] | None = None
         self.samples: list[Sample] = []
         self._ps: psutil.Process | None = None
@@ -105,7 +112,7 @@ class ManagedProcess:
             self.proc = subprocess.Popen(
                 self.cmd,
                 env=self.env,
-                cwd=ROOT,
+                cwd=self.cwd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -206,7 +213,7 @@ def wait_http_ok(url: str, timeout: float, proc: ManagedProcess) -> None:
         if not proc.alive():
             raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+            with urllib.request.urlopen(url, timeout=2) as resp:
                 if int(resp.status) == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -376,7 +383,9 @@ class OperatorHandle:
             "--health-port",
             str(port),
         ]
-        proc = ManagedProcess("operator", cmd, self.env, self.log_path).start()
+        # cwd: not the checkout, whose operator/ directory would shadow the stdlib module.
+        proc = ManagedProcess("operator", cmd, self.env, self.log_path, cwd=self.world.work)
+        proc.start()
         self.current = proc
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", ready_timeout, proc)
         return proc, time.monotonic() - proc.started_at

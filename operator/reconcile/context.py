@@ -54,6 +54,25 @@ def key_id(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
+def merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns ``old`` into ``new``.
+
+    Nested objects are diffed key by key, so a key that disappeared from a nested object
+    (e.g. ``applied.channelId``) is sent as ``null`` instead of being kept by the merge.
+    """
+    patch: dict[str, Any] = {}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = merge_diff(before, value)
+            if nested:
+                patch[key] = nested
+        elif before != value:
+            patch[key] = value
+    patch.update({key: None for key in old if key not in new})
+    return patch
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -77,6 +96,7 @@ class WebhookContext:
     events: EventSink
     attempt: int = 0
     claimed_ids: frozenset[str] = frozenset()
+    secret_fresh: bool = False  # the Secret was written in this reconcile
     _saved: dict[str, Any] = field(default_factory=dict)
     _key_id: str | None = None
 
@@ -164,8 +184,7 @@ class WebhookContext:
     async def save_status(self) -> bool:
         """Patch the fields of ``status`` that changed since the last save."""
         current = self._status_fields()
-        patch: dict[str, Any] = {k: v for k, v in current.items() if self._saved.get(k) != v}
-        patch.update({k: None for k in self._saved if k not in current})
+        patch = merge_diff(self._saved, current)
         if not patch:
             return False
         await self.kube.patch_status(self.namespace, self.name, patch)

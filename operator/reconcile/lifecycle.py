@@ -204,12 +204,22 @@ async def create(ctx: WebhookContext, client: BlooioClient, *, event_reason: str
     webhook, secret = await _post_create(ctx, client)
     ctx.crash("after-create")
     reason = event_reason or reasons.CREATED
-    await install(ctx, webhook, secret, clear_pending=True)
+    # No separate status write here: the caller's final write records the id, the
+    # cleared intent and Ready together. A crash before it is recovered from the Secret.
+    await install(ctx, webhook, secret, clear_pending=True, save=False)
     ctx.events.normal(reason, f"Created webhook {webhook.id} for {webhook.url}.")
+    if webhook.status != ctx.spec.desired_remote_status:
+        # POST /webhooks cannot set a status: a suspended resource is disabled right after.
+        await update_remote(ctx, client)
 
 
 async def install(
-    ctx: WebhookContext, webhook: Webhook, secret: SecretStr | None, *, clear_pending: bool = False
+    ctx: WebhookContext,
+    webhook: Webhook,
+    secret: SecretStr | None,
+    *,
+    clear_pending: bool = False,
+    save: bool = True,
 ) -> None:
     """Write the Secret (when we hold a fresh signing secret), then record the webhook.
 
@@ -217,14 +227,17 @@ async def install(
     the webhook id, so there is no instant with both or neither.
     """
     st = ctx.status
-    if clear_pending:
-        st.pending = None
     rotate = ctx.annotations.get(reasons.ANNOTATION_ROTATE)
     if secret is not None:
         await write_secret(ctx, webhook, secret)
+        ctx.secret_fresh = True
         ctx.crash("after-secret")
         if rotate:
             st.rotate_token = rotate  # a fresh secret satisfies any pending rotation
+    # Only now: had the Secret write failed, record_failure would have saved "no intent,
+    # no id" and the retry would create a duplicate.
+    if clear_pending:
+        st.pending = None
     st.webhook_id = webhook.id
     st.remote_status = webhook.status
     st.created_at = ms_to_iso(webhook.created_at) or st.created_at or now_iso()
@@ -236,7 +249,8 @@ async def install(
     )
     st.secret_name = ctx.secret_name
     st.last_synced_at = now_iso()
-    await ctx.save_status()
+    if save:
+        await ctx.save_status()
 
 
 def _candidates(ctx: WebhookContext, hooks: list[Webhook], pending: Pending) -> list[Webhook]:
@@ -330,8 +344,9 @@ async def adopt(ctx: WebhookContext, client: BlooioClient, webhook_id: str) -> N
     rotated = await client.rotate_secret(webhook.id)
     ctx.crash("after-rotate")
     previous = ctx.status.webhook_id
-    ctx.status.adopted_webhook_id = webhook_id
     await install(ctx, webhook, rotated.signing_secret, clear_pending=True)
+    # After install: recorded earlier, a failed Secret write would mark the adoption done.
+    ctx.status.adopted_webhook_id = webhook_id
     ctx.status.secret_rotated_at = now_iso()
     ctx.deps.metrics.rotations.labels("adoption").inc()
     note = f" (previously {previous}, left untouched at Blooio)" if previous else ""
@@ -423,6 +438,8 @@ async def replace(ctx: WebhookContext, client: BlooioClient) -> None:
     webhook, secret = await _post_create(ctx, client)
     ctx.crash("after-replace-create")
     await install(ctx, webhook, secret)
+    if webhook.status != spec.desired_remote_status:
+        await update_remote(ctx, client)  # POST cannot set a status (see create)
     await _finish_replace(ctx, client, old)
 
 
@@ -524,6 +541,8 @@ async def write_secret(ctx: WebhookContext, webhook: Webhook, secret: SecretStr)
 async def ensure_secret(ctx: WebhookContext, client: BlooioClient) -> None:
     """The Secret exists, is ours, and holds the current webhook's data and metadata."""
     st = ctx.status
+    if ctx.secret_fresh and st.secret_name == ctx.secret_name:
+        return  # written moments ago in this reconcile, from a fresh signing secret
     view = await assert_secret_writable(ctx)
     if st.secret_name and st.secret_name != ctx.secret_name:
         await _move_secret(ctx, client, st.secret_name)
@@ -677,7 +696,12 @@ async def finalize(ctx: WebhookContext) -> None:
             f"{ctx.secret_name} are left in place.",
         )
         return
-    ids = [i for i in (st.webhook_id, st.pending.old_webhook_id if st.pending else None) if i]
+    # dict.fromkeys: after a crash right after a replace POST both name the old webhook.
+    ids = list(
+        dict.fromkeys(
+            i for i in (st.webhook_id, st.pending.old_webhook_id if st.pending else None) if i
+        )
+    )
     if not ids and st.pending is None:
         return  # nothing was ever created
     client = await ctx.blooio()

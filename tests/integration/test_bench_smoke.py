@@ -78,5 +78,6 @@ def test_bench_smoke(tmp_path: Path) -> None:
         "create secrets": 10,
         "patch blooiowebhooks/status": 10,
     }
-    assert run["ratio_to_floor"] is not None and run["ratio_to_floor"] > 0
+    assert run["ratio_to_floor"] is not None
+    assert run["ratio_to_floor"] > 0
     assert {t["name"] for t in run["targets"]} >= {"all Ready", "restart: K8s writes"}

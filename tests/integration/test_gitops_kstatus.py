@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +85,11 @@ def kstatus_bin() -> Path:
 def kstatus(binary: Path, obj: dict[str, Any]) -> dict[str, str]:
     """``status.Compute(obj)`` of the real kstatus library: ``{"status", "message"}``."""
     out = subprocess.run(
-        [str(binary)], input=json.dumps(obj), capture_output=True, text=True, timeout=30,
+        [str(binary)],
+        input=json.dumps(obj),
+        capture_output=True,
+        text=True,
+        timeout=30,
         check=False,
     )
     assert out.returncode == 0, f"kstatus failed: {out.stderr}"
@@ -120,8 +123,8 @@ class Checker:
 
 
 @pytest.fixture
-def check(kstatus_bin: Path, hooks: Webhooks) -> Iterator[Checker]:
-    yield Checker(kstatus_bin, hooks)
+def check(kstatus_bin: Path, hooks: Webhooks) -> Checker:
+    return Checker(kstatus_bin, hooks)
 
 
 # --- the checker itself, on objects built with the operator's own condition helpers ----

@@ -12,6 +12,7 @@ import (
 	"os"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 )
 
@@ -25,8 +26,10 @@ func main() {
 	if err != nil {
 		fail("read stdin: %v", err)
 	}
+	// utiljson decodes whole numbers as int64, as client-go does for unstructured objects
+	// (encoding/json's float64 would make kstatus reject metadata.generation).
 	obj := map[string]interface{}{}
-	if err := json.Unmarshal(raw, &obj); err != nil {
+	if err := utiljson.Unmarshal(raw, &obj); err != nil {
 		fail("parse JSON: %v", err)
 	}
 	res, err := status.Compute(&unstructured.Unstructured{Object: obj})

@@ -105,7 +105,7 @@ class RemoteHook:
             id=self.id,
             url=self.url,
             event_types=list(self.event_types),
-            status=self.status,  # type: ignore[arg-type]
+            status=self.status,
             channel_id=self.channel_id,
             channel_type=self.channel_type,
             created_at=self.created_at,
@@ -149,14 +149,14 @@ class FakeBlooio:
         assert hasattr(self, method), method
         self._failures[method].append(_Failure(exc, commit))
 
-    def commit_then_fail(self, method: str = "create_webhook", exc: BaseException | None = None):
+    def commit_then_fail(
+        self, method: str = "create_webhook", exc: BaseException | None = None
+    ) -> None:
         """The call takes effect at Blooio, but the caller sees ``exc`` (lost response)."""
         self.fail_next(
             method,
             exc
-            or CreateOutcomeUnknown(
-                "read timeout after sending", method="POST", path="/webhooks"
-            ),
+            or CreateOutcomeUnknown("read timeout after sending", method="POST", path="/webhooks"),
             commit=True,
         )
 
@@ -210,9 +210,7 @@ class FakeBlooio:
         self.hooks[hook.id] = hook
         if failure:
             raise failure.exc
-        return WebhookWithSecret(
-            **hook.model().model_dump(), signing_secret=SecretStr(hook.secret)
-        )
+        return WebhookWithSecret(**hook.model().model_dump(), signing_secret=SecretStr(hook.secret))
 
     async def get_webhook(self, webhook_id: str) -> Webhook:
         self._record(Call("get_webhook", webhook_id))
@@ -497,7 +495,7 @@ class FakeEvents:
         self.events.clear()
 
 
-class SimulatedCrash(BaseException):  # noqa: N818 - a process death, not an error
+class SimulatedCrash(BaseException):
     """Raised at a crash point. A BaseException, so no ``except Exception`` swallows it."""
 
 
@@ -545,8 +543,8 @@ def make_deps(
     settings = settings or make_settings()
     return Deps(
         settings=settings,
-        kube=kube,  # type: ignore[arg-type]
-        clients=pool,  # type: ignore[arg-type]
+        kube=kube,
+        clients=pool,
         snapshots=snapshots or SnapshotCache(settings.drift_interval_seconds, jitter=0.0),
         metrics=Metrics(),
         crash=CrashPoints(None),
@@ -715,15 +713,16 @@ class World:
 
     def crash_at(self, point: str, nth: int = 1) -> CrashAt:
         crash = CrashAt(point, nth)
-        self.deps.crash = crash  # type: ignore[assignment]
+        self.deps.crash = crash
         return crash
 
     def no_crash(self) -> None:
         self.deps.crash = CrashPoints(None)
 
     def reset_counters(self) -> None:
-        """Forget calls, writes and events so far (e.g. after setting up a Ready resource)."""
+        """Forget calls, keys asked for, writes and events (e.g. once a resource is Ready)."""
         self.blooio.reset_calls()
+        self.pool.keys.clear()
         self.kube.reset_writes()
         self.events.clear()
         self.journal.clear()

@@ -75,7 +75,7 @@ def test_set_condition_does_not_mutate_its_input() -> None:
         (mark_stalled, {"Ready": "False", "Reconciling": "False", "Stalled": "True"}),
     ],
 )
-def test_mark_helpers_set_all_three_kstatus_conditions(mark, expected) -> None:  # type: ignore[no-untyped-def]
+def test_mark_helpers_set_all_three_kstatus_conditions(mark, expected) -> None:
     conds = mark([], "Why", "what to do", generation=7, now=T0)
     assert {c.type: c.status for c in conds} == expected
     assert all(c.observed_generation == 7 for c in conds)

@@ -17,6 +17,7 @@ from blooio_operator.blooio import (
     Unauthorized,
     ValidationFailed,
 )
+from blooio_operator.kube import KubeError
 from blooio_operator.models import reasons
 from blooio_operator.reconcile import lifecycle
 from blooio_operator.reconcile.errors import (
@@ -25,7 +26,6 @@ from blooio_operator.reconcile.errors import (
     TransientFailure,
 )
 from tests.unit.fakes import (
-    API_KEY,
     EVENT_TYPES,
     NAMESPACE,
     UID,
@@ -53,7 +53,7 @@ def assert_converged(world: World) -> str:
     assert secret["signing-secret"] == world.blooio.secret_of(webhook_id)
     assert secret["webhook-id"] == webhook_id
     assert world.condition("Ready") is not None
-    assert world.condition("Ready")["status"] == "True"  # type: ignore[index]
+    assert world.condition("Ready")["status"] == "True"
     return webhook_id
 
 
@@ -149,7 +149,7 @@ async def test_second_reconcile_is_settled_zero_calls_zero_writes(world: World) 
     await world.reconcile()
     assert world.blooio.calls == []
     assert world.kube.writes == []
-    assert world.pool.keys == [API_KEY]  # only the first reconcile asked for a client
+    assert world.pool.keys == []  # settled before even resolving the credentials
     assert world.events.events == []
 
 
@@ -175,8 +175,8 @@ async def test_validation_failure_is_permanent_and_reported(world: World) -> Non
     assert stalled["status"] == "True"
     assert stalled["reason"] == reasons.VALIDATION_FAILED
     assert "message.bogus is not an event type" in stalled["message"]
-    assert world.condition("Ready")["status"] == "False"  # type: ignore[index]
-    assert world.condition("Reconciling")["status"] == "False"  # type: ignore[index]
+    assert world.condition("Ready")["status"] == "False"
+    assert world.condition("Reconciling")["status"] == "False"
     assert status["observedGeneration"] == 1
     assert world.events.of(reasons.VALIDATION_FAILED) == [
         ("Warning", reasons.VALIDATION_FAILED, err.message)
@@ -196,7 +196,7 @@ async def test_validation_failure_waits_for_a_spec_change(world: World) -> None:
     assert world.blooio.count("create_webhook") == 2
     assert world.blooio.count("list_webhooks") == 0  # the intent was cleared: no recovery
     assert_converged(world)
-    assert world.condition("Stalled")["status"] == "False"  # type: ignore[index]
+    assert world.condition("Stalled")["status"] == "False"
 
 
 async def test_bad_request_is_permanent(world: World) -> None:
@@ -206,7 +206,7 @@ async def test_bad_request_is_permanent(world: World) -> None:
     assert isinstance(err, PermanentFailure)
     assert err.reason == reasons.BAD_REQUEST
     assert "malformed body" in err.message
-    assert world.condition("Stalled")["reason"] == reasons.BAD_REQUEST  # type: ignore[index]
+    assert world.condition("Stalled")["reason"] == reasons.BAD_REQUEST
     assert "pending" not in world.status()
 
 
@@ -217,7 +217,7 @@ async def test_unauthorized_is_credentials_invalid_with_slow_retry(world: World)
     assert isinstance(err, CredentialsFailure)
     assert err.reason == reasons.CREDENTIALS_INVALID
     assert err.delay == world.settings.credentials_retry_seconds
-    assert world.condition("Stalled")["reason"] == reasons.CREDENTIALS_INVALID  # type: ignore[index]
+    assert world.condition("Stalled")["reason"] == reasons.CREDENTIALS_INVALID
     assert world.events.reasons("Warning") == [reasons.CREDENTIALS_INVALID]
     assert "pending" not in world.status()
     assert not lifecycle.is_waiting_for_human(world.ctx())  # retried: a fixed key is picked up
@@ -258,7 +258,7 @@ async def test_missing_credentials_ref_secret_is_credentials_missing(world: Worl
     ],
     ids=["5xx", "429"],
 )
-async def test_transient_errors_retry_within_retry_after_and_cap(world: World, exc) -> None:  # type: ignore[no-untyped-def]
+async def test_transient_errors_retry_within_retry_after_and_cap(world: World, exc) -> None:
     world.apply()
     world.blooio.fail_next("create_webhook", exc)
     err = await world.run(attempt=3)
@@ -267,8 +267,8 @@ async def test_transient_errors_retry_within_retry_after_and_cap(world: World, e
     reconciling = world.condition("Reconciling")
     assert reconciling is not None
     assert reconciling["status"] == "True"
-    assert world.condition("Stalled")["status"] == "False"  # type: ignore[index]
-    assert world.condition("Ready")["status"] == "False"  # type: ignore[index]
+    assert world.condition("Stalled")["status"] == "False"
+    assert world.condition("Ready")["status"] == "False"
 
 
 async def test_5xx_on_create_keeps_the_intent_and_lists_before_posting_again(
@@ -299,14 +299,14 @@ async def test_429_on_create_clears_the_intent(world: World) -> None:
     [ApiTimeout("read timed out"), ApiConnectionError("connection refused")],
     ids=["timeout", "connection"],
 )
-async def test_timeouts_and_connection_errors_are_transient(world: World, exc) -> None:  # type: ignore[no-untyped-def]
+async def test_timeouts_and_connection_errors_are_transient(world: World, exc) -> None:
     world.apply()
     world.blooio.fail_next("create_webhook", exc)
     err = await world.run(attempt=2)
     assert isinstance(err, TransientFailure)
     assert err.reason == reasons.REMOTE_ERROR
     assert 0.0 <= err.delay <= world.settings.transient_retry_cap_seconds
-    assert world.condition("Reconciling")["status"] == "True"  # type: ignore[index]
+    assert world.condition("Reconciling")["status"] == "True"
     # Only the first attempt posts a Warning; retries stay quiet.
     assert world.events.reasons("Warning") == []
 
@@ -315,14 +315,12 @@ async def test_first_transient_failure_posts_a_warning(world: World) -> None:
     world.apply()
     world.blooio.fail_next("create_webhook", ServerError(502, message="bad gateway"))
     err = await world.run(attempt=0)
-    assert world.events.events == [("Warning", reasons.REMOTE_ERROR, err.message)]  # type: ignore[union-attr]
+    assert world.events.events == [("Warning", reasons.REMOTE_ERROR, err.message)]
 
 
 async def test_status_write_failure_in_record_failure_keeps_the_original_error(
     world: World,
 ) -> None:
-    from blooio_operator.kube import KubeError
-
     world.apply()
     world.blooio.fail_next("create_webhook", ValidationFailed(message="bad"))
     ctx = world.ctx()
@@ -347,7 +345,7 @@ async def test_outcome_unknown_keeps_pending_and_recovery_adopts_the_one_match(
     assert err.reason == reasons.OUTCOME_UNKNOWN
     assert err.delay >= world.settings.recovery_delay_seconds
     assert world.status()["pending"]["operation"] == "create"
-    assert world.condition("Reconciling")["reason"] == reasons.OUTCOME_UNKNOWN  # type: ignore[index]
+    assert world.condition("Reconciling")["reason"] == reasons.OUTCOME_UNKNOWN
     assert world.secret() is None
     (webhook_id,) = world.blooio.hooks
     lost_secret = world.blooio.secret_of(webhook_id)
@@ -359,7 +357,7 @@ async def test_outcome_unknown_keeps_pending_and_recovery_adopts_the_one_match(
     assert [c.method for c in world.blooio.calls] == ["list_webhooks", "rotate_secret"]
     assert world.blooio.calls[1].webhook_id == webhook_id
     assert assert_converged(world) == webhook_id
-    assert world.secret()["signing-secret"] != lost_secret  # type: ignore[index]
+    assert world.secret()["signing-secret"] != lost_secret
     assert world.events.reasons() == [reasons.RECOVERED]
 
 
@@ -426,7 +424,7 @@ async def test_ambiguous_recovery_stalls_and_names_the_adopt_annotation(world: W
     assert world.status()["webhookId"] == first
     assert world.status()["adoptedWebhookId"] == first
     assert "pending" not in world.status()
-    assert world.secret()["signing-secret"] == world.blooio.secret_of(first)  # type: ignore[index]
+    assert world.secret()["signing-secret"] == world.blooio.secret_of(first)
     assert reasons.ADOPTED in world.events.reasons()
     assert lifecycle.is_settled(world.ctx())
 
@@ -466,14 +464,14 @@ async def test_crash_after_secret_recovers_without_rotating(world: World) -> Non
     assert "webhookId" not in status
     assert status["pending"]["operation"] == "create"
     (webhook_id,) = world.blooio.hooks
-    assert world.secret()["webhook-id"] == webhook_id  # type: ignore[index]
-    written = world.secret()["signing-secret"]  # type: ignore[index]
+    assert world.secret()["webhook-id"] == webhook_id
+    written = world.secret()["signing-secret"]
 
     world.reset_counters()
     await world.reconcile()
     assert [c.method for c in world.blooio.calls] == ["list_webhooks"]
     assert assert_converged(world) == webhook_id
-    assert world.secret()["signing-secret"] == written  # type: ignore[index]
+    assert world.secret()["signing-secret"] == written
     assert [e.op for e in world.kube.writes] == ["patch_status", "patch_status"]
 
 
@@ -522,6 +520,47 @@ async def test_crash_after_lost_response_then_recovery_crash_still_converges(
     assert world.blooio.count("rotate_secret") == 2
 
 
+# --- Kubernetes failing after Blooio committed -----------------------------------------
+
+
+async def test_secret_write_failure_after_create_does_not_duplicate(world: World) -> None:
+    world.apply()
+    world.kube.fail_next("write_secret", KubeError(500, "InternalError", "create Secret"))
+    err = await world.run()
+    assert isinstance(err, TransientFailure)
+    assert world.status().get("pending") or world.status().get("webhookId")
+    await world.reconcile(attempt=1)
+    assert_converged(world)
+    assert world.blooio.count("create_webhook") == 1
+
+
+async def test_status_write_failure_after_create_does_not_duplicate(world: World) -> None:
+    world.apply()
+    # The intent write succeeds; the write recording the webhook id fails twice (also the
+    # one record_failure makes), so only the intent and the Secret are persisted.
+    ctx = world.ctx()
+    original = world.kube.patch_status
+    calls = 0
+
+    async def flaky(namespace: str, name: str, status: dict) -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            raise KubeError(500, "InternalError", "patch status")
+        await original(namespace, name, status)
+
+    world.kube.patch_status = flaky
+    with pytest.raises(KubeError) as info:
+        await lifecycle.reconcile(ctx)
+    await lifecycle.record_failure(ctx, info.value, action="create")
+    world.kube.patch_status = original
+    assert world.status()["pending"]
+    await world.reconcile(attempt=1)
+    assert_converged(world)
+    assert world.blooio.count("create_webhook") == 1
+    assert world.blooio.count("rotate_secret") == 0  # recovered from the Secret
+
+
 # --- the Secret belongs to someone else --------------------------------------------------
 
 
@@ -537,7 +576,7 @@ async def test_foreign_secret_is_a_conflict_before_any_blooio_call(world: World)
     assert world.blooio.calls == []
     assert world.secret() == {"signing-secret": "theirs"}
     assert "pending" not in world.status()
-    assert world.condition("Stalled")["reason"] == reasons.SECRET_CONFLICT  # type: ignore[index]
+    assert world.condition("Stalled")["reason"] == reasons.SECRET_CONFLICT
     assert world.events.reasons("Warning") == [reasons.SECRET_CONFLICT]
 
 

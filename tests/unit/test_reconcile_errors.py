@@ -46,14 +46,15 @@ def _classify(exc: Exception, attempt: int = 0) -> ReconcileError:
 @pytest.mark.parametrize(
     ("exc", "kind", "reason"),
     [
-        (ValidationFailed(code="invalid_url", message="url must be https"), PermanentFailure,
-         reasons.VALIDATION_FAILED),
+        (
+            ValidationFailed(code="invalid_url", message="url must be https"),
+            PermanentFailure,
+            reasons.VALIDATION_FAILED,
+        ),
         (BadRequest(message="malformed"), PermanentFailure, reasons.BAD_REQUEST),
-        (Unauthorized(message="Invalid API key"), CredentialsFailure,
-         reasons.CREDENTIALS_INVALID),
+        (Unauthorized(message="Invalid API key"), CredentialsFailure, reasons.CREDENTIALS_INVALID),
         (Forbidden(message="plan"), CredentialsFailure, reasons.CREDENTIALS_INVALID),
-        (RateLimited(message="slow down", retry_after=5.0), TransientFailure,
-         reasons.RATE_LIMITED),
+        (RateLimited(message="slow down", retry_after=5.0), TransientFailure, reasons.RATE_LIMITED),
         (CreateOutcomeUnknown("read timeout"), TransientFailure, reasons.OUTCOME_UNKNOWN),
         (NotFound(message="gone"), TransientFailure, reasons.REMOTE_ERROR),
         (Conflict(message="cap"), TransientFailure, reasons.REMOTE_ERROR),
@@ -63,8 +64,7 @@ def _classify(exc: Exception, attempt: int = 0) -> ReconcileError:
         (ApiConnectionError("connection refused"), TransientFailure, reasons.REMOTE_ERROR),
         (ApiTimeout("read timeout"), TransientFailure, reasons.REMOTE_ERROR),
         (BlooioError("something"), TransientFailure, reasons.REMOTE_ERROR),
-        (KubeForbidden(403, "Forbidden", "patch Secret"), CredentialsFailure,
-         reasons.REMOTE_ERROR),
+        (KubeForbidden(403, "Forbidden", "patch Secret"), CredentialsFailure, reasons.REMOTE_ERROR),
         (KubeNotFound(404, "NotFound", "patch status"), TransientFailure, reasons.REMOTE_ERROR),
         (KubeConflict(409, "Conflict", "create Secret"), TransientFailure, reasons.REMOTE_ERROR),
         (KubeError(500, "InternalError", "read Secret"), TransientFailure, reasons.REMOTE_ERROR),
@@ -94,9 +94,11 @@ def test_validation_failure_without_a_message_falls_back_to_the_code() -> None:
 
 
 def test_credentials_failures_retry_slowly() -> None:
-    for exc in (Unauthorized(message="bad key"), Forbidden(message="no"), KubeForbidden(
-        403, "Forbidden", "read Secret"
-    )):
+    for exc in (
+        Unauthorized(message="bad key"),
+        Forbidden(message="no"),
+        KubeForbidden(403, "Forbidden", "read Secret"),
+    ):
         err = _classify(exc)
         assert isinstance(err, CredentialsFailure)
         assert err.delay == SETTINGS.credentials_retry_seconds
@@ -124,8 +126,8 @@ def test_retry_after_beyond_the_cap_is_still_honoured() -> None:
 
 
 def test_backoff_ceiling_grows_with_attempts_and_stops_at_the_cap() -> None:
-    first = [_classify(ApiTimeout("t"), 0).delay for _ in range(200)]  # type: ignore[attr-defined]
-    late = [_classify(ApiTimeout("t"), 30).delay for _ in range(200)]  # type: ignore[attr-defined]
+    first = [_classify(ApiTimeout("t"), 0).delay for _ in range(200)]
+    late = [_classify(ApiTimeout("t"), 30).delay for _ in range(200)]
     assert max(first) <= SETTINGS.transient_retry_base_seconds
     assert max(late) <= SETTINGS.transient_retry_cap_seconds
     assert max(late) > SETTINGS.transient_retry_base_seconds  # full jitter over a wide range

@@ -54,20 +54,20 @@ async def timed(coro: Any) -> tuple[Any, float]:
 
 async def test_latency_is_added_to_every_request(sim: Simulator, api: httpx.AsyncClient) -> None:
     _, baseline = await timed(api.get("/webhooks"))
-    assert baseline < 0.15
+    assert baseline < 0.3
 
-    sim.faults.set(latency_ms=250)
+    sim.faults.set(latency_ms=400)
     response, slowed = await timed(api.get("/webhooks"))
     assert response.status_code == 200
-    assert slowed >= 0.25
+    assert slowed >= 0.4
 
     sim.faults.clear()
     _, restored = await timed(api.get("/webhooks"))
-    assert restored < 0.15
+    assert restored < 0.3
 
 
 async def test_constructor_latency_is_the_baseline_that_clear_restores() -> None:
-    sim = Simulator([KEY], latency_ms=200)
+    sim = Simulator([KEY], latency_ms=400)
     await sim.start()
     try:
         async with httpx.AsyncClient(
@@ -78,9 +78,9 @@ async def test_constructor_latency_is_the_baseline_that_clear_restores() -> None
             _, none = await timed(client.get("/webhooks"))
             sim.faults.clear()
             _, again = await timed(client.get("/webhooks"))
-        assert first >= 0.2
-        assert again >= 0.2
-        assert none < 0.15
+        assert first >= 0.4
+        assert again >= 0.4
+        assert none < 0.3
     finally:
         await sim.stop()
 
@@ -88,13 +88,13 @@ async def test_constructor_latency_is_the_baseline_that_clear_restores() -> None
 async def test_latency_rule_limited_to_one_endpoint_and_count(
     sim: Simulator, api: httpx.AsyncClient
 ) -> None:
-    sim.faults.latency(300, endpoint="POST /webhooks", count=1)
+    sim.faults.latency(400, endpoint="POST /webhooks", count=1)
     _, unaffected = await timed(api.get("/webhooks"))
     _, slowed = await timed(api.post("/webhooks", json={"url": URL}))
     _, after_count = await timed(api.post("/webhooks", json={"url": URL}))
-    assert unaffected < 0.15
-    assert slowed >= 0.3
-    assert after_count < 0.15
+    assert unaffected < 0.3
+    assert slowed >= 0.4
+    assert after_count < 0.3
 
 
 async def test_jitter_is_bounded_and_reproducible_with_a_seed() -> None:
@@ -112,7 +112,7 @@ async def test_jitter_is_bounded_and_reproducible_with_a_seed() -> None:
 async def test_concurrent_requests_overlap_their_latency(
     sim: Simulator, api: httpx.AsyncClient
 ) -> None:
-    # 100 creates at 200 ms each must not serialise (the benchmark relies on this).
+    # 100 creates at 200 ms each must not serialise (20 s); the benchmark relies on this.
     sim.faults.set(latency_ms=200)
     started = time.monotonic()
     responses = await asyncio.gather(
@@ -121,7 +121,7 @@ async def test_concurrent_requests_overlap_their_latency(
     elapsed = time.monotonic() - started
     assert all(r.status_code == 201 for r in responses)
     assert len(sim.state.webhooks) == 100
-    assert elapsed < 2.0
+    assert elapsed < 6.0
 
 
 # --- 5xx and 429 ----------------------------------------------------------------------------
@@ -423,7 +423,7 @@ async def test_logs_alias_is_covered_by_the_deliveries_endpoint_fault(
 
 async def test_faults_do_not_touch_the_admin_api(sim: Simulator, admin: httpx.AsyncClient) -> None:
     sim.faults.error(500)
-    sim.faults.set(latency_ms=500, rules=sim.faults.rules)
+    sim.faults.set(latency_ms=1000, rules=sim.faults.rules)
     response, elapsed = await timed(admin.get("/_sim/webhooks"))
     assert response.status_code == 200
-    assert elapsed < 0.3
+    assert elapsed < 0.8
