@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from typing import Any
 
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 
 _PATTERNS = [
@@ -17,6 +19,10 @@ _PATTERNS = [
     re.compile(r"bl_(?:live|test)_[A-Za-z0-9_]+"),
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
 ]
+_TRACEBACKS = logging.Formatter()
+# kopf's per-object logger passes these as ``extra``. ``settings`` cannot be serialised:
+# left in, every kopf.objects record is lost to a "--- Logging error ---" traceback.
+_KOPF_EXTRAS = ("settings", "k8s_skip", "k8s_ref")
 
 
 class RedactingFilter(logging.Filter):
@@ -37,12 +43,34 @@ class RedactingFilter(logging.Filter):
         if redacted != message:
             record.msg, record.args = redacted, None
         if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            text = self.redact(str(exc))
-            if text != str(exc):
-                record.exc_info = None
-                record.msg = f"{record.msg} ({type(exc).__name__}: {text})"
+            # The whole traceback (chained causes included, and whatever an earlier handler
+            # cached in exc_text), kept but masked: with exc_info unset, both the text and
+            # the JSON formatter print exc_text as it is.
+            text = record.exc_text or _TRACEBACKS.formatException(record.exc_info)
+            masked = self.redact(text)
+            if masked != text:
+                record.exc_info, record.exc_text = None, masked
+        elif record.exc_text:
+            record.exc_text = self.redact(record.exc_text)
         return True
+
+
+class _JsonFormatter(JsonFormatter):
+    """JSON lines; kopf's object reference (``k8s_ref``) becomes an ``object`` field."""
+
+    def __init__(self, fmt: str, **kwargs: Any) -> None:
+        super().__init__(fmt, reserved_attrs=[*RESERVED_ATTRS, *_KOPF_EXTRAS], **kwargs)
+
+    def add_fields(
+        self,
+        log_record: dict[str, Any],
+        record: logging.LogRecord,
+        message_dict: dict[str, Any],
+    ) -> None:
+        super().add_fields(log_record, record, message_dict)
+        ref = getattr(record, "k8s_ref", None)
+        if isinstance(ref, dict):
+            log_record["object"] = ref
 
 
 def configure_logging(
@@ -54,7 +82,7 @@ def configure_logging(
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(
-            JsonFormatter(
+            _JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s",
                 rename_fields={"levelname": "level", "asctime": "time", "name": "logger"},
             )

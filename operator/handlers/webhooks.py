@@ -83,8 +83,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         settings.posting.level = logging.CRITICAL  # our own Events only, not kopf's log lines
         settings.persistence.finalizer = "blooio.com/finalizer"
         settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
+        # Not "blooio.com": kopf leaves every annotation under its own prefix out of the
+        # diff, and the user annotations blooio.com/rotate-secret etc. must trigger handlers.
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="blooio.com", key="last-handled-configuration"
+            prefix="operator.blooio.com", key="last-handled-configuration"
         )
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330

@@ -28,6 +28,9 @@ DRIFTED_URL = "https://attacker.example.net/steal"
 
 Labels = tuple[tuple[str, str], ...]
 
+# Operator bugs these tests exposed (see the report); remove each mark with its fix.
+# strict=True: a fixed bug turns the test into an XPASS failure, not a silent pass.
+
 
 @pytest.fixture
 def hooks(kube_api: k8s.ApiClient, namespace: str) -> Webhooks:
