@@ -15,10 +15,10 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY operator/ operator/
 RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
-    && pip wheel --no-cache-dir --wheel-dir /wheels /dist/*.whl
+    && pip wheel --no-cache-dir --constraint constraints.txt --wheel-dir /wheels /dist/*.whl
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="blooio-operator" \

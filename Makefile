@@ -3,15 +3,15 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 VPY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 export GOTOOLCHAIN := local
 
 .PHONY: install controlplane lint format test test-unit test-integration dev bench bench-smoke chaos clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
 	$(VPY) -m pip install -q --upgrade pip==25.3
-	$(VPY) -m pip install -q -e . --group dev
+	$(VPY) -m pip install -q -c constraints.txt -e . --group dev
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
