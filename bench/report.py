@@ -102,6 +102,18 @@ def _mark(run: dict[str, Any], name: str) -> str:
     return ""
 
 
+def _cpu(phase: dict[str, Any], who: str) -> str:
+    cpu = phase.get("cpu_s") or {}
+    return " / ".join(_f(cpu.get(k), 1) for k in (who, "controlplane", "other"))
+
+
+def _per(phase: dict[str, Any], who: str) -> str:
+    cpu = phase.get("cpu_s") or {}
+    if who not in cpu or "controlplane" not in cpu or not phase.get("n"):
+        return "n/a"
+    return f"{(cpu[who] + cpu['controlplane']) / phase['n'] * 1000:.0f}"
+
+
 def _breakdown(counts: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in counts.items()) or "none"
 
@@ -116,7 +128,9 @@ def markdown(results: dict[str, Any]) -> str:
         + (f" ({meta['label']})" if meta["label"] else ""),
         "",
         f"Machine: {m['cpus']} CPUs ({m['cpu_model'] or 'unknown model'}), {m['memory_gib']} GiB, "
-        f"Python {m['python']}, kopf {meta['kopf']}. Simulator latency {a['latency_ms']:g} ms; "
+        f"Python {m['python']}, kopf {meta['kopf']}, operator code "
+        f"{meta.get('operator_source', {}).get('sha256', '?')}. "
+        f"Simulator latency {a['latency_ms']:g} ms; "
         f"burst applied with {a['apply_concurrency']} creates in flight; floor concurrency "
         f"{a['floor_blooio_concurrency']} Blooio / {a['floor_kube_concurrency']} Kubernetes; "
         f"steady pass {a['steady_count']} (capped at N) at {a['steady_rate']:g}/s; restart window "
@@ -154,7 +168,8 @@ def markdown(results: dict[str, Any]) -> str:
         st = r["operator"].get("steady")
         if st:
             steady_cells.append(
-                f"{_lat(st['latency_s'])} ({st['n']} at {st['rate_per_s']:g}/s)"
+                f"{_lat(st['latency_s'])} ({st['n']} at {st['rate_per_s']:g}/s, "
+                f"after {st.get('settle_s', 0):g}s idle wait)"
                 + _mark(r, "steady p50 (s)")
                 + _mark(r, "steady p99 (s)")
             )
@@ -209,11 +224,24 @@ def markdown(results: dict[str, Any]) -> str:
         ],
     )
     row(
-        "CPU during burst, operator / floor (s)",
+        "CPU ms per resource in burst, operator+control plane / floor+control plane",
+        [f"{_per(o, 'operator')} / {_per(f, 'floor')}" for o, f in zip(ob, fb, strict=True)],
+    )
+    row(
+        "peak open fds (sockets) in burst, operator / floor",
         [
-            f"{_f(o['process']['cpu_s'], 1)} / {_f(f['process']['cpu_s'], 1)}"
+            f"{(o.get('process') or {}).get('peak_fds', 'n/a')} / "
+            f"{(f.get('process') or {}).get('peak_fds', 'n/a')}"
             for o, f in zip(ob, fb, strict=True)
         ],
+    )
+    row(
+        "CPU s in burst, operator pass: operator / control plane / other processes",
+        [_cpu(o, "operator") for o in ob],
+    )
+    row(
+        "CPU s in burst, floor pass: floor / control plane / other processes",
+        [_cpu(f, "floor") for f in fb],
     )
     row(
         "restart: Blooio calls excl. list (list calls)",
@@ -275,9 +303,9 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = results["runs"]
-    fig, axes = plt.subplots(len(runs), 2, figsize=(13, 4.2 * len(runs)), squeeze=False)
+    fig, axes = plt.subplots(len(runs), 3, figsize=(19, 4.2 * len(runs)), squeeze=False)
     for row, r in enumerate(runs):
-        ax_lat, ax_ready = axes[row]
+        ax_lat, ax_ready, ax_rss = axes[row]
         series = [
             ("operator burst", r["operator"]["burst"]["latencies"], "tab:blue"),
             ("floor burst", r["floor"]["burst"]["latencies"], "tab:gray"),
@@ -314,6 +342,21 @@ def chart(results: dict[str, Any], path: Path) -> None:
         )
         ax_ready.grid(True, alpha=0.3)
         ax_ready.legend(loc="lower right")
+        for label, phase, color in (
+            ("operator", r["operator"]["burst"], "tab:blue"),
+            ("floor", r["floor"]["burst"], "tab:gray"),
+        ):
+            points = (phase.get("process") or {}).get("rss_timeline") or []
+            if points:
+                ax_rss.plot(
+                    [p[0] for p in points], [p[1] for p in points], label=label, color=color
+                )
+        ax_rss.axhline(RSS_LIMIT_MIB, color="tab:red", ls=":", lw=1)
+        ax_rss.set_xlabel("seconds since the first create")
+        ax_rss.set_ylabel("RSS (MiB)")
+        ax_rss.set_title(f"N={r['size']}: process RSS during the burst")
+        ax_rss.grid(True, alpha=0.3)
+        ax_rss.legend(loc="lower right")
     fig.suptitle(f"blooio-operator bench {results['meta']['date']}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -38,7 +38,14 @@ from bench import report
 from bench.audit import summarize
 from bench.kube import Kube, bwh_path
 from bench.measure import ReadyTracker, apply_burst, apply_paced, is_ready, phase_result
-from bench.world import FLOOR_USER, OPERATOR_USER, World
+from bench.world import (
+    FLOOR_USER,
+    OPERATOR_USER,
+    ManagedProcess,
+    World,
+    cpu_delta,
+    cpu_snapshot,
+)
 
 LIST_ENDPOINT = "GET /webhooks"
 POST_ENDPOINT = "POST /webhooks"
@@ -63,6 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="resources applied at a fixed rate after the burst (capped at N; 0 = skip)",
     )
     p.add_argument("--steady-rate", type=float, default=10.0, help="creates/s in the steady pass")
+    p.add_argument(
+        "--steady-settle",
+        type=float,
+        default=120.0,
+        help="before the steady pass, wait (at most this long) until the operator is idle: "
+        "under 20%% of a core over 3 s (0 = start right after the burst)",
+    )
     p.add_argument(
         "--apply-concurrency", type=int, default=50, help="creates in flight during a burst"
     )
@@ -116,6 +130,18 @@ def per_resource(counts: dict[str, int], n: int) -> dict[str, float]:
     return {k: round(v / n, 3) for k, v in sorted(counts.items())} if n else {}
 
 
+async def wait_idle(proc: ManagedProcess, *, cap: float, window: float = 3.0) -> float:
+    """Wait until ``proc`` uses under 20% of a core over ``window`` s (at most ``cap`` s)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < cap:
+        before = proc.sample_now()
+        await asyncio.sleep(window)
+        after = proc.sample_now()
+        if (after.cpu - before.cpu) / (after.t - before.t) < 0.2:
+            break
+    return time.monotonic() - t0
+
+
 async def count_ready(kube: Kube, namespace: str) -> tuple[int, int]:
     listing = await kube.get(bwh_path(namespace))
     items = listing.get("items") or []
@@ -154,11 +180,14 @@ async def operator_pass(
     tracker = ReadyTracker(kube, ns)
     await tracker.start()
     names = [f"wh-{i:05d}" for i in range(n)]
+    pids = world.pids(operator=proc.pid)
+    cpu0 = cpu_snapshot(pids)
     t0 = time.monotonic()
     applied = await apply_burst(kube, ns, names, args.apply_concurrency)
     log(f"N={n}: {n} created in {applied.t_last_ack - applied.t0:.2f}s; waiting for Ready")
     await tracker.wait_all(names, timeout)
     t1 = time.monotonic()
+    cpu1 = cpu_snapshot(pids)
     if profiler is not None:
         profiler.send_signal(signal.SIGINT)
         await asyncio.to_thread(profiler.wait, 60)
@@ -173,6 +202,7 @@ async def operator_pass(
     burst["kube_writes_per_resource"] = per_resource(burst["kube_writes"]["by_verb_resource"], n)
     burst["kube_writes_per_resource_total"] = round(burst["kube_writes"]["total"] / n, 3)
     burst["process"] = proc.window(t0, t1)
+    burst["cpu_s"] = cpu_delta(cpu0, cpu1)
     out["burst"] = burst
     log(
         f"N={n}: operator burst: {burst['ready']}/{n} Ready, all in "
@@ -183,17 +213,23 @@ async def operator_pass(
     # --- steady --------------------------------------------------------------------------
     k = min(args.steady_count, n)
     if k > 0:
+        settle_s = await wait_idle(proc, cap=args.steady_settle)
+        log(f"N={n}: operator idle after {settle_s:.0f}s; steady pass")
         world.admin.reset_calls()
         mark = world.audit.mark()
         st_names = [f"st-{i:05d}" for i in range(k)]
+        cpu0 = cpu_snapshot(pids)
         ts0 = time.monotonic()
         applied_st = await apply_paced(kube, ns, st_names, args.steady_rate)
         await tracker.wait_all(st_names, timeout)
         ts1 = time.monotonic()
+        cpu1 = cpu_snapshot(pids)
         steady = phase_result(applied_st, tracker.ready_at, st_names)
+        steady["cpu_s"] = cpu_delta(cpu0, cpu1)
         writes = await asyncio.to_thread(world.audit.wait_quiet, mark, OPERATOR_USER)
         calls = world.admin.counts()
         steady["rate_per_s"] = args.steady_rate
+        steady["settle_s"] = round(settle_s, 1)
         steady["blooio_calls"] = calls
         steady["posts_per_resource"] = calls.get(POST_ENDPOINT, 0) / k
         steady["kube_writes"] = summarize(writes, OPERATOR_USER)
@@ -220,9 +256,12 @@ async def operator_pass(
     log(f"N={n}: operator stopped (SIGTERM, {exit_s:.1f}s); {ready_before}/{total} Ready")
     world.admin.reset_calls()
     mark = world.audit.mark()
+    cpu0 = cpu_snapshot(world.pids())
     proc2, startup2 = await asyncio.to_thread(handle.start)
     await asyncio.sleep(args.restart_window)
     window_s = time.monotonic() - proc2.started_at
+    cpu1 = cpu_snapshot(world.pids(operator=proc2.pid))
+    cpu0["operator"] = 0.0
     writes = world.audit.since(mark)
     calls = world.admin.counts()
     after = proc2.sample_now()
@@ -241,6 +280,7 @@ async def operator_pass(
         "rss_mib": round(after.rss / 2**20, 1),
         "peak_rss_mib": round(proc2.hwm_bytes / 2**20, 1),
         "cpu_s": round(after.cpu, 2),
+        "cpu_by_process_s": cpu_delta(cpu0, cpu1),
     }
     log(
         f"N={n}: restart window {window_s:.0f}s: Blooio {calls}, operator writes "
@@ -268,10 +308,13 @@ async def floor_pass(world: World, kube: Kube, n: int, args: argparse.Namespace)
     tracker = ReadyTracker(kube, ns)
     await tracker.start()
     names = [f"fl-{i:05d}" for i in range(n)]
+    pids = world.pids(floor=proc.pid)
+    cpu0 = cpu_snapshot(pids)
     t0 = time.monotonic()
     applied = await apply_burst(kube, ns, names, args.apply_concurrency)
     await tracker.wait_all(names, timeout)
     t1 = time.monotonic()
+    cpu1 = cpu_snapshot(pids)
     await tracker.stop()
     burst = phase_result(applied, tracker.ready_at, names)
     writes = await asyncio.to_thread(world.audit.wait_quiet, mark, FLOOR_USER)
@@ -282,6 +325,7 @@ async def floor_pass(world: World, kube: Kube, n: int, args: argparse.Namespace)
     burst["kube_writes_per_resource_total"] = round(burst["kube_writes"]["total"] / n, 3)
     burst["process"] = proc.window(t0, t1)
     burst["process"]["peak_rss_mib"] = round(proc.hwm_bytes / 2**20, 1)
+    burst["cpu_s"] = cpu_delta(cpu0, cpu1)
     await asyncio.to_thread(proc.stop)
     log(f"N={n}: floor: {burst['ready']}/{n} Ready, all in {burst['time_to_all_ready_s']:.2f}s")
     return {
@@ -317,6 +361,22 @@ async def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, An
         await asyncio.to_thread(world.stop)
 
 
+def operator_source(env: dict[str, str]) -> dict[str, str]:
+    """Which blooio_operator code the operator ran, with a content hash (code changes fast)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1] / "operator"
+    for entry in env.get("PYTHONPATH", "").split(os.pathsep):
+        if entry and (Path(entry) / "blooio_operator").is_dir():
+            root = Path(entry) / "blooio_operator"
+            break
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return {"path": str(root), "sha256": digest.hexdigest()[:12]}
+
+
 def machine() -> dict[str, Any]:
     import platform
 
@@ -342,6 +402,12 @@ def machine() -> dict[str, Any]:
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
     from importlib.metadata import version
 
+    # SIGTERM/SIGINT cancel the run, so every `finally` stops what was started.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, main_task.cancel)
     base = args.work_dir or Path(tempfile.mkdtemp(prefix="blooio-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
@@ -351,12 +417,14 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
             "label": args.label,
             "machine": machine(),
             "kopf": version("kopf"),
+            "operator_source": operator_source(args.operator_env_map),
             "args": {
                 "sizes": args.size_list,
                 "latency_ms": args.latency_ms,
                 "restart_window_s": args.restart_window,
                 "steady_count": args.steady_count,
                 "steady_rate": args.steady_rate,
+                "steady_settle_cap_s": args.steady_settle,
                 "apply_concurrency": args.apply_concurrency,
                 "floor_blooio_concurrency": args.floor_blooio_concurrency,
                 "floor_kube_concurrency": args.floor_kube_concurrency,
@@ -377,7 +445,11 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results = asyncio.run(amain(args))
+    try:
+        results = asyncio.run(amain(args))
+    except asyncio.CancelledError:
+        log("interrupted; everything started was stopped")
+        return 130
     paths = report.write(results, args.out)
     print(paths["md_text"])
     log("wrote " + ", ".join(str(p) for k, p in paths.items() if k != "md_text"))

@@ -79,6 +79,7 @@ class Sample:
     t: float  # monotonic
     rss: int
     cpu: float  # user + system seconds
+    fds: int = 0  # open file descriptors (sockets, mostly)
 
 
 class ManagedProcess:
@@ -151,7 +152,8 @@ class ManagedProcess:
                 with self._ps.oneshot():
                     rss = self._ps.memory_info().rss
                     cpu = self._ps.cpu_times()
-                self.samples.append(Sample(time.monotonic(), rss, cpu.user + cpu.system))
+                    fds = self._ps.num_fds()
+                self.samples.append(Sample(time.monotonic(), rss, cpu.user + cpu.system, fds))
                 self.hwm_bytes = max(self.hwm_bytes, self._read_hwm())
             except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
                 return
@@ -174,9 +176,12 @@ class ManagedProcess:
         if not inside:
             return {"peak_rss_mib": 0.0, "cpu_s": 0.0}
         start_cpu = before[-1].cpu if before else inside[0].cpu
+        step = max(1, len(inside) // 300)  # at most ~300 points for the chart
         return {
-            "peak_rss_mib": max(s.rss for s in inside) / 2**20,
-            "cpu_s": inside[-1].cpu - start_cpu,
+            "peak_rss_mib": round(max(s.rss for s in inside) / 2**20, 1),
+            "cpu_s": round(inside[-1].cpu - start_cpu, 2),
+            "peak_fds": max(s.fds for s in inside),
+            "rss_timeline": [[round(s.t - t0, 2), round(s.rss / 2**20, 1)] for s in inside[::step]],
         }
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> float:
@@ -207,6 +212,42 @@ class ManagedProcess:
             return ""
 
 
+def cpu_snapshot(pids: Mapping[str, int | None]) -> dict[str, float]:
+    """CPU seconds (user+system) so far of each named process, and of the machine.
+
+    Only ``controlplane`` is counted with its children (the controller-manager); the
+    bench's own children (operator, simulator, ...) are named separately.
+    """
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        if pid is None:
+            continue
+        total = 0.0
+        try:
+            root = psutil.Process(pid)
+            tree = root.children(recursive=True) if name == "controlplane" else []
+            for proc in [root, *tree]:
+                try:
+                    times = proc.cpu_times()
+                    total += times.user + times.system
+                except psutil.Error:
+                    pass
+        except psutil.Error:
+            pass
+        out[name] = total
+    machine = psutil.cpu_times()
+    out["machine"] = sum(machine) - machine.idle - getattr(machine, "iowait", 0.0)
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """CPU seconds per process tree between two snapshots; ``other`` = everyone else."""
+    delta = {k: round(after[k] - before[k], 2) for k in after if k in before}
+    ours = sum(v for k, v in delta.items() if k != "machine")
+    delta["other"] = round(max(0.0, delta.get("machine", 0.0) - ours), 2)
+    return delta
+
+
 def wait_http_ok(url: str, timeout: float, proc: ManagedProcess) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -235,6 +276,7 @@ class World:
         self.admin: SimulatorAdmin | None = None
         self.operator_kubeconfig = work / "operator.kubeconfig"
         self.floor_kubeconfig = work / "floor.kubeconfig"
+        self.processes: list[ManagedProcess] = []  # stopped by stop(), whatever happened
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -262,12 +304,23 @@ class World:
         )
 
     def stop(self) -> None:
+        for proc in self.processes:
+            proc.stop(timeout=20)
         if self.admin is not None:
             self.admin.close()
         if self.sim is not None:
             self.sim.stop()
         if self.cp is not None:
             self.cp.stop()
+
+    def pids(self, **extra: int) -> dict[str, int | None]:
+        """Process trees whose CPU time is accounted: control plane, simulator, bench, extra."""
+        return {
+            "controlplane": self.cp.pid if self.cp else None,
+            "simulator": self.sim.proc.pid if self.sim and self.sim.proc else None,
+            "bench": os.getpid(),
+            **extra,
+        }
 
     def _kubectl(self, *args: str) -> None:
         assert self.cp is not None
@@ -346,7 +399,9 @@ class World:
             "--summary-file",
             str(self.work / f"floor-{namespace}.summary.json"),
         ]
-        proc = ManagedProcess("floor", cmd, env, log_path).start()
+        proc = ManagedProcess("floor", cmd, env, log_path)
+        self.processes.append(proc)
+        proc.start()
         deadline = time.monotonic() + 60
         while not ready.exists():
             if not proc.alive() or time.monotonic() > deadline:
@@ -385,6 +440,7 @@ class OperatorHandle:
         ]
         # cwd: not the checkout, whose operator/ directory would shadow the stdlib module.
         proc = ManagedProcess("operator", cmd, self.env, self.log_path, cwd=self.world.work)
+        self.world.processes.append(proc)
         proc.start()
         self.current = proc
         wait_http_ok(f"http://127.0.0.1:{port}/healthz", ready_timeout, proc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,6 +37,9 @@ from blooio_operator.settings import Settings
 
 log = logging.getLogger("blooio_operator.handlers")
 RESOURCE = (GROUP, VERSION, PLURAL)
+# How long after our own status write a body from kopf may still predate it (the event
+# was queued behind the write, or the watch has not delivered it yet).
+STALE_BODY_SECONDS = 10.0
 
 
 class KopfEvents:
@@ -69,6 +73,7 @@ def _claimed(index: kopf.Index[str, str], uid: str) -> frozenset[str]:
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler on ``registry`` with intervals from ``settings``."""
     locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+    written_at: dict[str, float] = {}  # uid -> monotonic time of our last status write
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -145,9 +150,14 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     ) -> None:
         deps: Deps = memo["deps"]
         uid = body["metadata"]["uid"]
-        async with locks[uid]:
-            if retry > 0:
-                # Our own status writes since the event may not be in this body yet.
+        lock = locks[uid]
+        waited = lock.locked()
+        async with lock:
+            recent = time.monotonic() - written_at.get(uid, float("-inf")) < STALE_BODY_SECONDS
+            if retry > 0 or waited or recent:
+                # Our own status writes since the event (a retry, or another handler or
+                # the timer that held the lock) may not be in this body yet; acting on a
+                # stale webhookId recreates a webhook that was already recreated.
                 fresh = await deps.kube.read_webhook_resource(
                     body["metadata"]["namespace"], body["metadata"]["name"]
                 )
@@ -168,6 +178,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             try:
                 await step(ctx)
             except Exception as exc:
+                if ctx.writes:
+                    written_at[uid] = time.monotonic()
                 err: Exception
                 if not record_failures:
                     err = classify(exc, settings=deps.settings, attempt=0, action=trigger)
@@ -178,6 +190,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
                 _track(deps, uid, ctx)
                 raise to_kopf(err, deleting=deleting) from None
+            if ctx.writes:
+                written_at[uid] = time.monotonic()
             deps.metrics.reconciles.labels(trigger, "success").inc()
             _track(deps, uid, ctx)
 
@@ -210,6 +224,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         )
         memo["deps"].metrics.resource_conditions.pop(body["metadata"]["uid"], None)
         locks.pop(body["metadata"]["uid"], None)
+        written_at.pop(body["metadata"]["uid"], None)
 
     @kopf.timer(
         *RESOURCE,

@@ -92,6 +92,7 @@ class WebhookStatus(_Camel):
     conditions: list[Condition] = Field(default_factory=list)
     applied: Applied | None = None
     pending: Pending | None = None
+    abandoned: list[Pending] | None = None
     rotate_token: str | None = None
     adopted_webhook_id: str | None = None
 

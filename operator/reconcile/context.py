@@ -96,6 +96,7 @@ class WebhookContext:
     events: EventSink
     attempt: int = 0
     claimed_ids: frozenset[str] = frozenset()
+    writes: int = 0  # status patches made through this context
     secret_fresh: bool = False  # the Secret was written in this reconcile
     _saved: dict[str, Any] = field(default_factory=dict)
     _key_id: str | None = None
@@ -189,4 +190,5 @@ class WebhookContext:
             return False
         await self.kube.patch_status(self.namespace, self.name, patch)
         self._saved = current
+        self.writes += 1
         return True

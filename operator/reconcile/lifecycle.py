@@ -41,6 +41,10 @@ URL_KEY = "webhook-url"
 # A recovered webhook must have been created no earlier than this before the intent
 # (clock skew between Blooio and the cluster).
 RECOVERY_SKEW_SECONDS = 120.0
+# How long a create whose outcome was unknown, and for which recovery found nothing, is
+# watched for a late commit at Blooio (deleted as a duplicate by the drift check).
+ABANDONED_WATCH_SECONDS = 3600.0
+MAX_ABANDONED = 5
 
 
 # --- entry points -------------------------------------------------------------------
@@ -301,6 +305,10 @@ async def recover_pending(ctx: WebhookContext, client: BlooioClient) -> None:
             "rotated its signing secret.",
         )
     elif not matches:
+        # The interrupted POST may still commit after this list (a create that timed out
+        # can land at Blooio seconds later). Remember the intent: the drift check deletes
+        # such a late duplicate, whose secret nobody ever saw.
+        st.abandoned = [*(st.abandoned or []), pending][-MAX_ABANDONED:]
         st.pending = None
         if pending.operation == "replace":
             await replace(ctx, client)
@@ -638,6 +646,8 @@ async def periodic_check(ctx: WebhookContext) -> None:
     client = client or await ctx.blooio()
     assert ctx.key_id is not None
     snapshot = await ctx.deps.snapshots.get(ctx.key_id, client)
+    if st.abandoned:
+        await sweep_abandoned(ctx, client, list(snapshot.webhooks.values()), snapshot.fetched_at)
     synced = parse_iso(st.last_synced_at) or 0.0
     if snapshot.fetched_at <= synced + 1.0:
         return  # the snapshot predates our last write; it cannot judge us
@@ -659,6 +669,35 @@ async def periodic_check(ctx: WebhookContext) -> None:
         reasons.DRIFT_CORRECTED,
         f"Webhook {fixed.id} was changed at Blooio; patched it back to the spec.",
     )
+
+
+async def sweep_abandoned(
+    ctx: WebhookContext, client: BlooioClient, hooks: list[Webhook], listed_at: float
+) -> list[str]:
+    """Delete late commits of abandoned creates; forget intents past the watch window."""
+    st = ctx.status
+    deleted: list[str] = []
+    keep: list[Pending] = []
+    for intent in st.abandoned or []:
+        for hook in _candidates(ctx, hooks, intent):
+            if hook.id == st.webhook_id or hook.id in deleted:
+                continue
+            try:
+                await client.delete_webhook(hook.id)
+            except NotFound:
+                pass
+            deleted.append(hook.id)
+            log.info(
+                "%s/%s: deleted %s, a late commit of an interrupted create",
+                ctx.namespace,
+                ctx.name,
+                hook.id,
+            )
+        if listed_at < (parse_iso(intent.started_at) or 0.0) + ABANDONED_WATCH_SECONDS:
+            keep.append(intent)
+    st.abandoned = keep or None
+    await ctx.save_status()
+    return deleted
 
 
 def _remote_matches(ctx: WebhookContext, remote: Webhook) -> bool:
@@ -702,13 +741,15 @@ async def finalize(ctx: WebhookContext) -> None:
             i for i in (st.webhook_id, st.pending.old_webhook_id if st.pending else None) if i
         )
     )
-    if not ids and st.pending is None:
+    intents = [*([st.pending] if st.pending else []), *(st.abandoned or [])]
+    if not ids and not intents:
         return  # nothing was ever created
     client = await ctx.blooio()
-    if st.pending is not None:
+    if intents:
         # An interrupted create may have left a webhook we never recorded.
         hooks = await client.list_webhooks()
-        ids += [h.id for h in _candidates(ctx, hooks, st.pending) if h.id not in ids]
+        for intent in intents:
+            ids += [h.id for h in _candidates(ctx, hooks, intent) if h.id not in ids]
     for webhook_id in ids:
         try:
             if spec.deletion_policy == "Disable":

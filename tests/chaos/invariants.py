@@ -2,8 +2,8 @@
 
 Shared by ``tests/integration/test_resilience.py`` and the chaos runner:
 
-- exactly one webhook at Blooio for a live resource's URL, and it is the one in
-  ``status.webhookId`` (no duplicates);
+- exactly one webhook at Blooio for a live resource's URL, it is the one in
+  ``status.webhookId`` (no duplicates), and it matches the spec;
 - the Secret's ``signing-secret`` equals the simulator's *current* secret of that
   webhook (no lost secret);
 - after deletion the resource disappears within a deadline (no stuck finalizer) and no
@@ -52,6 +52,15 @@ def converged_state(hooks: Webhooks, sim: SimulatorView, name: str, url: str) ->
     ids = sorted(w["id"] for w in remote)
     assert len(remote) == 1, f"{len(remote)} webhooks at Blooio for {url}: {ids}"
     assert remote[0]["id"] == webhook_id, f"status.webhookId {webhook_id} but Blooio has {ids}"
+    spec = obj.get("spec") or {}
+    assert set(remote[0]["event_types"]) == set(spec.get("eventTypes") or ["*"]), (
+        f"Blooio has eventTypes {remote[0]['event_types']}, spec {spec.get('eventTypes')}"
+    )
+    assert remote[0]["channel_id"] == spec.get("channelId"), (
+        f"Blooio has channel {remote[0]['channel_id']}, spec {spec.get('channelId')}"
+    )
+    want_status = "disabled" if spec.get("suspend") else "active"
+    assert remote[0]["status"] == want_status, f"Blooio status {remote[0]['status']}"
     data = hooks.secret_data(secret_name_of(obj))
     assert data.get("webhook-id") == webhook_id, (
         f"Secret names webhook {data.get('webhook-id')!r}, status {webhook_id!r}"

@@ -43,7 +43,6 @@ ADOPT = "blooio.com/adopt-webhook-id"
 SECRET = "orders-blooio-webhook"
 POST = "POST /webhooks"
 ROTATE_CALL = "POST /webhooks/{id}/secret/rotate"
-DELETE_CALL = "DELETE /webhooks/{id}"
 KILLED = -signal.SIGKILL
 
 
@@ -52,7 +51,7 @@ def hooks(kube_api: k8s.ApiClient, namespace: str) -> Webhooks:
     return Webhooks(kube_api, namespace)
 
 
-def killed_at(op: OperatorProcess, point: str, timeout: float = 30) -> None:
+def killed_at(op: OperatorProcess, point: str, timeout: float = 20) -> None:
     """The operator reached ``point`` and SIGKILLed itself."""
     code = op.wait_exit(timeout)
     assert code == KILLED, f"operator exited with {code}, not SIGKILL at {point}"
@@ -109,6 +108,7 @@ class ConditionLog:
         self._thread.join(10)
 
     def _run(self) -> None:
+        version: str | None = None  # resume where the last stream ended: no gaps
         while not self._stop.is_set():
             watcher = k8s_watch.Watch()
             try:
@@ -119,14 +119,17 @@ class ConditionLog:
                     self.namespace,
                     PLURAL,
                     timeout_seconds=2,
+                    **({"resource_version": version} if version else {}),
                 ):
                     obj = event["object"]
+                    version = obj["metadata"].get("resourceVersion", version)
                     name = obj["metadata"]["name"]
                     for cond in (obj.get("status") or {}).get("conditions", []):
                         self.seen.append((name, cond["type"], cond["status"], cond["reason"]))
                     if self._stop.is_set():
                         break
-            except Exception:  # the watch restarts; tests assert on what it saw
+            except Exception:  # e.g. 410 Gone: start over from a fresh list
+                version = None
                 self._stop.wait(0.2)
             finally:
                 watcher.stop()
@@ -169,6 +172,22 @@ def test_crash_during_create(
         hooks.wait_event("orders", event)
     assert status["webhookId"] == hooks.secret_data(SECRET)["webhook-id"]
     delete_and_verify(hooks, simulator, "orders", URL)
+
+
+@pytest.mark.parametrize("point", ["before-create", "after-create", "after-secret"])
+def test_delete_while_create_is_interrupted(
+    point: str, hooks: Webhooks, simulator: Simulator, start_operator: OperatorFactory
+) -> None:
+    # Deleted while the operator is down with only an intent recorded: the finalizer
+    # must find (by matching) and delete a webhook whose id was never written down.
+    op = start_operator(BLOOIO_CRASH_POINT=point)
+    hooks.create("orders", {"url": URL})
+    killed_at(op, point)
+    hooks.delete("orders")
+    restart_clean(op)
+
+    wait_deleted(hooks, simulator, "orders", URL)
+    assert simulator.count(POST) == (0 if point == "before-create" else 1)
 
 
 @pytest.mark.parametrize("point", ["after-replace-create", "before-replace-delete"])
@@ -266,6 +285,25 @@ def test_create_hangs_past_the_client_timeout(
     delete_and_verify(hooks, simulator, "orders", URL)
 
 
+def test_create_committed_after_recovery_found_nothing(
+    hooks: Webhooks, simulator: Simulator, start_operator: OperatorFactory
+) -> None:
+    # Held 6 s: the operator times out at 3 s, lists after its 1 s recovery delay, finds
+    # nothing and creates again; then the first create commits. Blooio's commit latency
+    # is not bounded by our timeout, so the late one must be found and deleted later.
+    simulator.admin.add_fault("hang", endpoint=POST, seconds=6, count=1)
+    start_operator()
+    hooks.create("orders", {"url": URL})
+    wait_for(
+        lambda: [c["status"] for c in simulator.calls(POST)] == [201, 201],
+        timeout=30,
+        message="both creates committed",
+    )
+
+    wait_converged(hooks, simulator, "orders", URL, timeout=20)
+    delete_and_verify(hooks, simulator, "orders", URL)
+
+
 def test_server_error_storm(
     kube_api: k8s.ApiClient,
     namespace: str,
@@ -273,10 +311,11 @@ def test_server_error_storm(
     simulator: Simulator,
     start_operator: OperatorFactory,
 ) -> None:
-    names = {"orders": URL, "billing": "https://billing.shop.example.com/blooio"}
+    names = {f"shop-{i}": f"https://shop-{i}.example.com/blooio" for i in range(3)}
     simulator.admin.set_faults(
         rules=[
-            # The first create fails for sure, so Reconciling must show; then a coin flip.
+            # The first create fails for sure, so Reconciling must show; then a coin flip
+            # on every call (creates, lists, rotations, status patches alike).
             {"kind": "error", "status": 503, "endpoints": [POST], "count": 1},
             {"kind": "error", "status": 503, "probability": 0.5},
         ]
@@ -284,14 +323,20 @@ def test_server_error_storm(
     with ConditionLog(kube_api, namespace) as seen:
         start_operator()
         for name, url in names.items():
-            hooks.create(name, {"url": url})
-        # Progress under the storm itself: both become Ready while it rages.
+            hooks.create(name, {"url": url, "eventTypes": ["message.received"]})
+        # Progress under the storm itself: all become Ready while it rages.
         for name in names:
             hooks.wait_ready(name, timeout=60)
-        assert seen.saw("orders", "Reconciling", "True")
-    faults = simulator.admin.faults()["rules"]
-    assert faults[0]["fired"] == 1
-    assert faults[1]["fired"] >= 1
+        first = next(iter(names))
+        hooks.patch(first, {"spec": {"eventTypes": ["message.received", "poll.*"]}})
+        hooks.wait_ready(first, timeout=60)
+        wait_for(
+            lambda: simulator.admin.faults()["rules"][1]["fired"] >= 5,
+            timeout=30,
+            message="the storm hit at least five calls",
+        )
+        assert any(seen.saw(name, "Reconciling", "True") for name in names)
+    assert simulator.admin.faults()["rules"][0]["fired"] == 1
     simulator.admin.clear_faults()
 
     for name, url in names.items():
@@ -402,6 +447,28 @@ def test_drift_is_corrected_and_missing_webhook_recreated(
     status = wait_for(recreated, timeout=30, message="recreated webhook converged")
     assert hooks.secret_data(SECRET)["signing-secret"] != old_secret
     assert simulator.webhook(status["webhookId"])["event_types"] == ["message.received"]
+    delete_and_verify(hooks, simulator, "orders", URL)
+
+
+def test_drift_recreation_racing_a_spec_edit(
+    hooks: Webhooks, simulator: Simulator, start_operator: OperatorFactory
+) -> None:
+    start_operator()
+    hooks.create("orders", {"url": URL, "eventTypes": ["message.received"]})
+    webhook_id = wait_converged(hooks, simulator, "orders", URL)["webhookId"]
+    # The drift check finds the webhook gone and confirms with a GET held for 3 s; the
+    # user edits the spec meanwhile, so the update handler waits for the check.
+    simulator.admin.add_fault("latency", endpoint="GET /webhooks/{id}", ms=3000, count=1)
+    simulator.admin.remove(webhook_id)
+    wait_for(
+        lambda: any(c["status"] is None for c in simulator.calls("GET /webhooks/{id}")),
+        timeout=20,
+        message="the drift check's GET in flight",
+    )
+    hooks.patch("orders", {"spec": {"eventTypes": ["message.received", "poll.*"]}})
+
+    wait_converged(hooks, simulator, "orders", URL, timeout=20)
+    assert simulator.count(POST) == 2, "one create, one recreate; never a third"
     delete_and_verify(hooks, simulator, "orders", URL)
 
 

@@ -16,6 +16,7 @@ TEST_KEY = "bl_test_integration_key_0123456789"
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzYSJ9.c2lnbmF0dXJl-_x"
 LITERAL = "opaque-configured-secret-42"
 
+
 def record(
     msg: str,
     *args: object,
