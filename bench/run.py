@@ -338,27 +338,35 @@ async def floor_pass(world: World, kube: Kube, n: int, args: argparse.Namespace)
 async def run_size(n: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     world = World(work / f"n{n}", latency_ms=args.latency_ms)
     log(f"N={n}: starting control plane (audit on) and simulator ({args.latency_ms:g} ms)")
-    await asyncio.to_thread(world.start)
-    kube = world.admin_kube(limit=args.apply_concurrency + 16)
     try:
-        await world.setup_identities(kube)
-        result: dict[str, Any] = {
-            "size": n,
-            "latency_ms": args.latency_ms,
-            "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
-        }
-        result["operator"] = await operator_pass(world, kube, n, args)
-        result["floor"] = await floor_pass(world, kube, n, args)
-        op_t = result["operator"]["burst"]["time_to_all_ready_s"]
-        fl_t = result["floor"]["burst"]["time_to_all_ready_s"]
-        result["ratio_to_floor"] = op_t / fl_t if fl_t and not math.isnan(fl_t) else math.nan
-        result["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
-        result["targets"] = report.targets(result)
-        result["work_dir"] = str(world.work) if args.keep_work else None
-        return result
+        # Blocking on purpose: a signal now cancels at the next await, after the start,
+        # so the `finally` below stops all of it (a thread would keep starting things).
+        world.start()
+        kube = world.admin_kube(limit=args.apply_concurrency + 16)
+        try:
+            return await _run_size(world, kube, n, args)
+        finally:
+            await kube.close()
     finally:
-        await kube.close()
         await asyncio.to_thread(world.stop)
+
+
+async def _run_size(world: World, kube: Kube, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    await world.setup_identities(kube)
+    result: dict[str, Any] = {
+        "size": n,
+        "latency_ms": args.latency_ms,
+        "loadavg_1m_at_start": round(os.getloadavg()[0], 2),
+    }
+    result["operator"] = await operator_pass(world, kube, n, args)
+    result["floor"] = await floor_pass(world, kube, n, args)
+    op_t = result["operator"]["burst"]["time_to_all_ready_s"]
+    fl_t = result["floor"]["burst"]["time_to_all_ready_s"]
+    result["ratio_to_floor"] = op_t / fl_t if fl_t and not math.isnan(fl_t) else math.nan
+    result["loadavg_1m_at_end"] = round(os.getloadavg()[0], 2)
+    result["targets"] = report.targets(result)
+    result["work_dir"] = str(world.work) if args.keep_work else None
+    return result
 
 
 def operator_source(env: dict[str, str]) -> dict[str, str]:
