@@ -8,10 +8,13 @@ export GOTOOLCHAIN := local
 
 .PHONY: install controlplane lint format test test-unit test-integration dev bench bench-smoke chaos clean
 
+# pip runs as a script, never `python -m pip` from here: with the repository root first on
+# sys.path, the directory operator/ would shadow the standard library's `operator` in a
+# fresh venv (once the editable install is in, site imports the real one first).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(VPY) || $(PYTHON) -m venv $(VENV)
-	$(VPY) -m pip install -q --upgrade pip==25.3
-	$(VPY) -m pip install -q -c constraints.txt -e . --group dev
+	$(VENV)/bin/pip install -q --upgrade pip==25.3
+	$(VENV)/bin/pip install -q -c constraints.txt -e . --group dev
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)
@@ -20,7 +23,7 @@ install: $(STAMP)
 # cache in ~/.cache/go-build); a warm rebuild is a link, a cold one ~10 minutes.
 controlplane: install
 	@command -v go >/dev/null || { echo "Go 1.26+ is required (go not on PATH)"; exit 1; }
-	$(VPY) -m blooio_operator controlplane --build-only
+	$(VENV)/bin/blooio-operator controlplane --build-only
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -46,6 +49,9 @@ dev: install controlplane
 
 bench: install controlplane
 	$(VPY) -m bench.run --sizes 100,1000
+
+bench-smoke: install controlplane
+	$(VPY) -m bench.run --sizes 10 --restart-window 5 --out .build/bench-smoke
 
 chaos: install controlplane
 	$(VPY) -m tests.chaos.run --iterations 100
