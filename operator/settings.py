@@ -22,7 +22,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     max_concurrency_per_key: int = Field(default=16, ge=1)
-    rate_per_key: float = Field(default=50.0, gt=0, description="Requests per second per key.")
+    rate_per_key: float = Field(default=200.0, gt=0, description="Requests per second per key.")
     drift_interval_seconds: float = Field(default=600.0, gt=0)
     secret_check_interval_seconds: float = Field(default=60.0, gt=0)
     credentials_retry_seconds: float = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -66,13 +67,22 @@ def to_kopf(err: Exception, *, deleting: bool = False) -> kopf.PermanentError | 
     return kopf.TemporaryError(str(err), delay=10.0)
 
 
-def _claimed(index: kopf.Index[str, str], uid: str) -> frozenset[str]:
-    return frozenset(key for key, uids in index.items() if any(u != uid for u in uids))
+class _ClaimedIds:
+    """Webhook ids recorded by *other* BlooioWebhooks; looked up lazily, never listed."""
+
+    def __init__(self, index: kopf.Index[str, str], uid: str) -> None:
+        self._index = index
+        self._uid = uid
+
+    def __contains__(self, webhook_id: object) -> bool:
+        uids = self._index.get(webhook_id) if isinstance(webhook_id, str) else None
+        return uids is not None and any(u != self._uid for u in uids)
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler on ``registry`` with intervals from ``settings``."""
     locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+    phased: set[str] = set()  # resources whose periodic check got its random phase
     written_at: dict[str, float] = {}  # uid -> monotonic time of our last status write
 
     @kopf.on.login(registry=registry, id="login")
@@ -132,7 +142,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             deps.kube.close()
 
     @kopf.index(*RESOURCE, registry=registry, id="webhook_ids")
-    def webhook_ids(status: kopf.Status, uid: str, **_: Any) -> dict[str, str] | None:
+    async def webhook_ids(status: kopf.Status, uid: str, **_: Any) -> dict[str, str] | None:
+        # async: a sync indexer would be sent to a thread pool on every event.
         webhook_id = status.get("webhookId")
         return {webhook_id: uid} if webhook_id else None
 
@@ -169,7 +180,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 body=source,
                 events=KopfEvents(body),
                 attempt=retry,
-                claimed_ids=_claimed(index, uid),
+                claimed_ids=_ClaimedIds(index, uid),
             )
             if skip_if is not None and skip_if(ctx):
                 deps.metrics.reconciles.labels(trigger, "skipped").inc()
@@ -224,6 +235,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         )
         memo["deps"].metrics.resource_conditions.pop(body["metadata"]["uid"], None)
         locks.pop(body["metadata"]["uid"], None)
+        phased.discard(body["metadata"]["uid"])
         written_at.pop(body["metadata"]["uid"], None)
 
     @kopf.timer(
@@ -236,6 +248,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     async def periodic_check(body: kopf.Body, memo: Any, meta: kopf.Meta, **kwargs: Any) -> None:
         if meta.get("deletionTimestamp"):
             return
+        uid = meta["uid"]
+        if uid not in phased:
+            # Spread the checks of resources applied together over the whole interval.
+            phased.add(uid)
+            await asyncio.sleep(random.uniform(0, settings.secret_check_interval_seconds))  # noqa: S311
         # A failed check is logged and retried on the next tick; it does not flip Ready.
         await run(
             body,

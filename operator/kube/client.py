@@ -56,6 +56,14 @@ def _convert(exc: ApiException, action: str) -> KubeError:
     return cls(status, reason, action)
 
 
+def _retry_after(exc: ApiException) -> float | None:
+    headers = exc.headers or {}
+    try:
+        return min(float(headers.get("Retry-After", "")), 10.0)
+    except ValueError:
+        return None
+
+
 @dataclass(frozen=True)
 class OwnerRef:
     """The BlooioWebhook that owns a Secret."""
@@ -107,10 +115,18 @@ class KubeClient:
 
     async def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
-        except ApiException as exc:
-            raise _convert(exc, action) from None
+        for attempt in range(4):
+            try:
+                return await loop.run_in_executor(
+                    self._pool, functools.partial(fn, *args, **kwargs)
+                )
+            except ApiException as exc:
+                # 429 from the API server's in-flight limits means "not processed": safe
+                # to repeat even for a create. Anything else is the reconcile layer's call.
+                if exc.status != 429 or attempt == 3:
+                    raise _convert(exc, action) from None
+                await asyncio.sleep(_retry_after(exc) or 0.25 * 2**attempt)
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -8,6 +8,7 @@ patches only the fields that changed (nothing at all when nothing did).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Container
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from pydantic import SecretStr
 
 from blooio_operator.blooio import BlooioClient, ClientPool
 from blooio_operator.kube import KubeClient, OwnerRef
+from blooio_operator.kube.client import SecretView
 from blooio_operator.metrics import Metrics
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import WebhookSpec, WebhookStatus
@@ -95,9 +97,11 @@ class WebhookContext:
     status: WebhookStatus
     events: EventSink
     attempt: int = 0
-    claimed_ids: frozenset[str] = frozenset()
+    claimed_ids: Container[str] = frozenset()
     writes: int = 0  # status patches made through this context
     secret_fresh: bool = False  # the Secret was written in this reconcile
+    secret_view: SecretView | None = None  # the Secret as create() checked it
+    secret_view_known: bool = False
     _saved: dict[str, Any] = field(default_factory=dict)
     _key_id: str | None = None
 
@@ -109,7 +113,7 @@ class WebhookContext:
         body: dict[str, Any],
         events: EventSink,
         attempt: int = 0,
-        claimed_ids: frozenset[str] = frozenset(),
+        claimed_ids: Container[str] = frozenset(),
     ) -> WebhookContext:
         meta = body.get("metadata", {})
         status = WebhookStatus.model_validate(body.get("status") or {})

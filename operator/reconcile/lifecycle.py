@@ -187,7 +187,8 @@ async def _post_create(ctx: WebhookContext, client: BlooioClient) -> tuple[Webho
 
 async def create(ctx: WebhookContext, client: BlooioClient, *, event_reason: str = "") -> None:
     """Create the webhook with the intent recorded first (crash-safe)."""
-    await assert_secret_writable(ctx)
+    ctx.secret_view = await assert_secret_writable(ctx)
+    ctx.secret_view_known = True
     spec, st = ctx.spec, ctx.status
     st.pending = Pending(
         operation="create",
@@ -530,7 +531,11 @@ async def assert_secret_writable(ctx: WebhookContext) -> SecretView | None:
 
 
 async def write_secret(ctx: WebhookContext, webhook: Webhook, secret: SecretStr) -> None:
-    view = await assert_secret_writable(ctx)
+    if ctx.secret_view_known:
+        # Checked moments ago by create(); saves a GET on the hot path.
+        view, ctx.secret_view_known = ctx.secret_view, False
+    else:
+        view = await assert_secret_writable(ctx)
     await ctx.kube.write_secret(
         ctx.namespace,
         ctx.secret_name,
