@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -82,7 +81,6 @@ class _ClaimedIds:
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler on ``registry`` with intervals from ``settings``."""
     locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-    phased: set[str] = set()  # resources whose periodic check got its random phase
     written_at: dict[str, float] = {}  # uid -> monotonic time of our last status write
 
     @kopf.on.login(registry=registry, id="login")
@@ -108,6 +106,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         settings.watching.reconnect_backoff = 1.0
         settings.networking.request_timeout = 30
         settings.batching.idle_timeout = 30.0
+        # On deletion kopf waits for the object's timer to exit before releasing the
+        # finalizer, and re-checks only every `cancellation_polling` seconds (60 by
+        # default): a timer busy at that instant delayed deletions by a minute.
+        settings.background.cancellation_polling = 1.0
         namespaces: list[str] = memo.get("namespaces") or []
         if namespaces and not any(c in ns for ns in namespaces for c in "*?[!"):
             # Exact namespaces: nothing to discover, and the namespaced RBAC variant
@@ -235,7 +237,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         )
         memo["deps"].metrics.resource_conditions.pop(body["metadata"]["uid"], None)
         locks.pop(body["metadata"]["uid"], None)
-        phased.discard(body["metadata"]["uid"])
         written_at.pop(body["metadata"]["uid"], None)
 
     @kopf.timer(
@@ -248,11 +249,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     async def periodic_check(body: kopf.Body, memo: Any, meta: kopf.Meta, **kwargs: Any) -> None:
         if meta.get("deletionTimestamp"):
             return
-        uid = meta["uid"]
-        if uid not in phased:
-            # Spread the checks of resources applied together over the whole interval.
-            phased.add(uid)
-            await asyncio.sleep(random.uniform(0, settings.secret_check_interval_seconds))  # noqa: S311
         # A failed check is logged and retried on the next tick; it does not flip Ready.
         await run(
             body,
