@@ -494,19 +494,26 @@ async def rotate_into_secret(ctx: WebhookContext, client: BlooioClient, *, reaso
         await recreate_missing(ctx, client)
         return
     ctx.crash("after-rotate")
-    webhook = Webhook(
-        id=st.webhook_id,
-        url=st.applied.url if st.applied else ctx.spec.url,
-        event_types=list(st.applied.event_types if st.applied else ctx.spec.event_types),
-        status=st.remote_status or "active",
-        channel_id=st.applied.channel_id if st.applied else None,
-        channel_type=st.applied.channel_type if st.applied else None,
-        created_at=None,
-    )
-    await write_secret(ctx, webhook, rotated.signing_secret)
+    await write_secret(ctx, _recorded_webhook(ctx), rotated.signing_secret)
     st.secret_rotated_at = now_iso()
     st.secret_name = ctx.secret_name
     ctx.deps.metrics.rotations.labels(reason).inc()
+
+
+def _recorded_webhook(ctx: WebhookContext) -> Webhook:
+    """The webhook as status records it (what the Secret's id/url keys describe)."""
+    st = ctx.status
+    assert st.webhook_id is not None
+    applied = st.applied
+    return Webhook(
+        id=st.webhook_id,
+        url=applied.url if applied else ctx.spec.url,
+        event_types=list(applied.event_types if applied else ctx.spec.event_types),
+        status=st.remote_status or "active",
+        channel_id=applied.channel_id if applied else None,
+        channel_type=applied.channel_type if applied else None,
+        created_at=None,
+    )
 
 
 def _secret_labels(ctx: WebhookContext) -> dict[str, str]:
@@ -583,18 +590,7 @@ async def ensure_secret(ctx: WebhookContext, client: BlooioClient) -> None:
     url_ok = view.data.get(URL_KEY, b"").decode() == ctx.spec.url
     if labels_ok and annotations_ok and url_ok:
         return
-    assert st.webhook_id is not None
-    assert st.applied is not None
-    webhook = Webhook(
-        id=st.webhook_id,
-        url=st.applied.url,
-        event_types=list(st.applied.event_types),
-        status=st.remote_status or "active",
-        channel_id=st.applied.channel_id,
-        channel_type=st.applied.channel_type,
-        created_at=None,
-    )
-    await write_secret(ctx, webhook, SecretStr(view.data[SECRET_KEY].decode()))
+    await write_secret(ctx, _recorded_webhook(ctx), SecretStr(view.data[SECRET_KEY].decode()))
 
 
 async def _move_secret(ctx: WebhookContext, client: BlooioClient, old_name: str) -> None:
@@ -607,18 +603,7 @@ async def _move_secret(ctx: WebhookContext, client: BlooioClient, old_name: str)
         and old.data.get(SECRET_KEY)
         and (old.data.get(ID_KEY, b"").decode() == st.webhook_id)
     ):
-        assert st.webhook_id is not None
-        assert st.applied is not None
-        webhook = Webhook(
-            id=st.webhook_id,
-            url=st.applied.url,
-            event_types=list(st.applied.event_types),
-            status=st.remote_status or "active",
-            channel_id=st.applied.channel_id,
-            channel_type=st.applied.channel_type,
-            created_at=None,
-        )
-        await write_secret(ctx, webhook, SecretStr(old.data[SECRET_KEY].decode()))
+        await write_secret(ctx, _recorded_webhook(ctx), SecretStr(old.data[SECRET_KEY].decode()))
     else:
         await rotate_into_secret(ctx, client, reason="restore")
     st.secret_name = ctx.secret_name
