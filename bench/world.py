@@ -21,7 +21,6 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 import yaml
@@ -50,28 +49,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def write_token_kubeconfig(cp: ControlPlane, token: str, path: Path) -> Path:
-    cfg: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": cp.server,
-                    "certificate-authority": str(cp.info.ca_file),
-                },
-            }
-        ],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    path.chmod(0o600)
-    return path
 
 
 @dataclass
@@ -364,8 +341,8 @@ class World:
         await kube.create("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", floor_binding)
         op_token = await kube.service_account_token(OPERATOR_NS, OPERATOR_SA)
         floor_token = await kube.service_account_token(FLOOR_NS, FLOOR_SA)
-        write_token_kubeconfig(self.cp, op_token, self.operator_kubeconfig)
-        write_token_kubeconfig(self.cp, floor_token, self.floor_kubeconfig)
+        self.cp.write_token_kubeconfig(op_token, self.operator_kubeconfig)
+        self.cp.write_token_kubeconfig(floor_token, self.floor_kubeconfig)
 
     # --- the processes -------------------------------------------------------------------
 

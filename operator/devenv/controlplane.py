@@ -139,6 +139,29 @@ class ControlPlane:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def write_token_kubeconfig(self, token: str, path: Path) -> Path:
+        """Write a kubeconfig (mode 0600) that authenticates with ``token``, e.g. a
+        ServiceAccount token from the TokenRequest API."""
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "local",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority": str(self.info.ca_file),
+                    },
+                }
+            ],
+            "users": [{"name": "sa", "user": {"token": token}}],
+            "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
+            "current-context": "sa",
+        }
+        path.write_text(json.dumps(cfg))  # JSON is YAML: kubectl and clients read it
+        path.chmod(0o600)
+        return path
+
     def start(self) -> Self:
         binary = self.binary or ensure_binary()
         self.work_dir.mkdir(parents=True, exist_ok=True)

@@ -135,25 +135,8 @@ def token_for(kube_api: k8s.ApiClient, namespace: str, name: str) -> str:
 
 
 def kubeconfig_for_token(control_plane: ControlPlane, token: str, path: Path) -> Path:
-    """Write a kubeconfig that authenticates with ``token`` against the control plane."""
-    cfg: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "local",
-                "cluster": {
-                    "server": control_plane.server,
-                    "certificate-authority": str(control_plane.info.ca_file),
-                },
-            }
-        ],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "local", "user": "sa"}}],
-        "current-context": "sa",
-    }
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    """A kubeconfig that authenticates with ``token`` against the control plane."""
+    return control_plane.write_token_kubeconfig(token, path)
 
 
 @pytest.fixture(scope="session")
