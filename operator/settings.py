@@ -23,6 +23,17 @@ class Settings(BaseSettings):
     http_timeout_seconds: float = Field(default=10.0, gt=0)
     max_concurrency_per_key: int = Field(default=16, ge=1)
     rate_per_key: float = Field(default=200.0, gt=0, description="Requests per second per key.")
+    kube_threads: int = Field(
+        default=32, ge=1, description="Threads for Kubernetes API calls (the client is blocking)."
+    )
+    max_workers: int = Field(
+        default=50,
+        ge=1,
+        description="Resources handled at once (kopf's worker limit); the rest wait their turn.",
+    )
+    worker_idle_seconds: float = Field(
+        default=1.0, gt=0, description="How long a resource's kopf worker outlives its last event."
+    )
     drift_interval_seconds: float = Field(default=600.0, gt=0)
     secret_check_interval_seconds: float = Field(default=60.0, gt=0)
     credentials_retry_seconds: float = Field(

@@ -9,22 +9,23 @@ retry delay the reconcile layer decided.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, cast
 
 import kopf
 
 from blooio_operator.blooio import ClientPool, RetryPolicy
 from blooio_operator.kube import KubeClient
-from blooio_operator.kube.client import load_api_client
+from blooio_operator.kube.client import COMPONENT, load_api_client
 from blooio_operator.metrics import Metrics
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION
 from blooio_operator.reconcile import lifecycle
-from blooio_operator.reconcile.context import Deps, WebhookContext
+from blooio_operator.reconcile.context import Deps, EventSink, WebhookContext
 from blooio_operator.reconcile.crash import CrashPoints
 from blooio_operator.reconcile.errors import (
     CredentialsFailure,
@@ -53,6 +54,77 @@ class KopfEvents:
 
     def warning(self, reason: str, message: str) -> None:
         kopf.event(self._body, type="Warning", reason=reason, message=message)
+
+
+class StatusDiffBase(kopf.MultiDiffBaseStorage):
+    """kopf's last-handled configuration, kept in ``status.kopf`` rather than an annotation.
+
+    kopf writes it after a handler succeeds; in the status it rides in the same
+    ``/status`` merge patch as the handler's final status (``WebhookContext.status_sink``),
+    where an annotation cost a second request and a second watch event per change.
+    Objects handled by an earlier version carry the annotation
+    ``operator.blooio.com/last-handled-configuration``: it is still read (so an upgrade
+    sees no change and writes nothing) and left out of the diff, but never written again.
+    """
+
+    def __init__(self) -> None:
+        self._status = kopf.StatusDiffBaseStorage(field="status.kopf.last-handled-configuration")
+        # Not "blooio.com": kopf leaves every annotation under its own prefix out of the
+        # diff, and the user annotations blooio.com/rotate-secret etc. must trigger handlers.
+        legacy = kopf.AnnotationsDiffBaseStorage(
+            prefix="operator.blooio.com", key="last-handled-configuration"
+        )
+        super().__init__([self._status, legacy])
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        self._status.store(body=body, patch=patch, essence=essence)
+
+
+class KubeEvents:
+    """EventSink posting through our own client, for the periodic sweep.
+
+    ``kopf.event()`` works only inside kopf's per-object tasks (it finds its poster's
+    queue in a context variable set there); the sweep is not one. Posting happens in the
+    background, as with kopf's poster: a failed post is logged, and never fails a check.
+    """
+
+    _posting: set[asyncio.Task[None]] = set()  # strong references until done
+
+    def __init__(self, kube: KubeClient, body: Mapping[str, Any]) -> None:
+        meta = body["metadata"]
+        self._kube = kube
+        self._involved = {
+            "apiVersion": body["apiVersion"],
+            "kind": body["kind"],
+            "namespace": meta["namespace"],
+            "name": meta["name"],
+            "uid": meta["uid"],
+        }
+
+    def normal(self, reason: str, message: str) -> None:
+        self._post("Normal", reason, message)
+
+    def warning(self, reason: str, message: str) -> None:
+        self._post("Warning", reason, message)
+
+    def _post(self, type_: str, reason: str, message: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(type_, reason, message))
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
+
+    async def _send(self, type_: str, reason: str, message: str) -> None:
+        try:
+            await self._kube.create_event(
+                self._involved, type=type_, reason=reason, message=message
+            )
+        except Exception as exc:
+            log.warning(
+                "could not post Event %s about %s/%s: %s",
+                reason,
+                self._involved["namespace"],
+                self._involved["name"],
+                exc,
+            )
 
 
 def to_kopf(err: Exception, *, deleting: bool = False) -> kopf.PermanentError | kopf.TemporaryError:
@@ -94,29 +166,24 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         app: Settings = memo["settings"]
         settings.posting.level = logging.CRITICAL  # our own Events only, not kopf's log lines
+        settings.posting.reporting_component = COMPONENT  # as KubeEvents posts them
+        settings.posting.reporting_instance = COMPONENT
         settings.persistence.finalizer = "blooio.com/finalizer"
         settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
-        # Not "blooio.com": kopf leaves every annotation under its own prefix out of the
-        # diff, and the user annotations blooio.com/rotate-secret etc. must trigger handlers.
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="operator.blooio.com", key="last-handled-configuration"
-        )
+        settings.persistence.diffbase_storage = StatusDiffBase()
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.watching.reconnect_backoff = 1.0
         settings.networking.request_timeout = 30
-        settings.batching.idle_timeout = 30.0
-        # On deletion kopf waits for the object's timer to exit before releasing the
-        # finalizer, and re-checks only every `cancellation_polling` seconds (60 by
-        # default): a timer busy at that instant delayed deletions by a minute.
-        settings.background.cancellation_polling = 1.0
+        settings.queueing.idle_timeout = app.worker_idle_seconds
+        settings.queueing.worker_limit = app.max_workers
         namespaces: list[str] = memo.get("namespaces") or []
         if namespaces and not any(c in ns for ns in namespaces for c in "*?[!"):
             # Exact namespaces: nothing to discover, and the namespaced RBAC variant
             # deliberately cannot list namespaces or watch CRDs.
             settings.scanning.disabled = True
         metrics = Metrics()
-        kube = KubeClient(load_api_client())
+        kube = KubeClient(load_api_client(), max_workers=app.kube_threads)
         clients = ClientPool(
             app.api_url,
             timeout=app.http_timeout_seconds,
@@ -138,6 +205,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
 
     @kopf.on.cleanup(registry=registry, id="close")
     async def close(memo: kopf.Memo, **_: Any) -> None:
+        sweep: asyncio.Task[None] | None = memo.get("periodic")
+        if sweep is not None:
+            sweep.cancel()
+            await asyncio.gather(sweep, return_exceptions=True)
         deps: Deps | None = memo.get("deps")
         if deps is not None:
             await deps.clients.aclose()
@@ -151,6 +222,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
 
     async def run(
         body: kopf.Body,
+        patch: kopf.Patch | None,
         memo: kopf.Memo,
         retry: int,
         index: kopf.Index[str, str],
@@ -160,6 +232,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         deleting: bool = False,
         skip_if: Callable[[WebhookContext], bool] | None = None,
         record_failures: bool = True,
+        events: EventSink | None = None,
     ) -> None:
         deps: Deps = memo["deps"]
         uid = body["metadata"]["uid"]
@@ -180,9 +253,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             ctx = WebhookContext.build(
                 deps,
                 body=source,
-                events=KopfEvents(body),
+                events=events or KopfEvents(body),
                 attempt=retry,
                 claimed_ids=_ClaimedIds(index, uid),
+                status_sink=patch.status if patch is not None else None,
             )
             if skip_if is not None and skip_if(ctx):
                 deps.metrics.reconciles.labels(trigger, "skipped").inc()
@@ -212,9 +286,12 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         return lifecycle.is_settled(ctx) or lifecycle.is_waiting_for_human(ctx)
 
     @kopf.on.resume(*RESOURCE, registry=registry, id="reconcile")
-    async def resume_webhook(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
+    async def resume_webhook(
+        body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **kwargs: Any
+    ) -> None:
         await run(
             body,
+            patch,
             memo,
             retry,
             kwargs["webhook_ids"],
@@ -226,39 +303,133 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     @kopf.on.create(*RESOURCE, registry=registry, id="reconcile")
     @kopf.on.update(*RESOURCE, registry=registry, id="reconcile")
     async def reconcile_webhook(
-        body: kopf.Body, memo: Any, retry: int, reason: str, **kwargs: Any
+        body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, reason: str, **kwargs: Any
     ) -> None:
-        await run(body, memo, retry, kwargs["webhook_ids"], str(reason), lifecycle.reconcile)
+        await run(body, patch, memo, retry, kwargs["webhook_ids"], str(reason), lifecycle.reconcile)
 
     @kopf.on.delete(*RESOURCE, registry=registry, id="finalize")
-    async def delete_webhook(body: kopf.Body, memo: Any, retry: int, **kwargs: Any) -> None:
+    async def delete_webhook(
+        body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, **kwargs: Any
+    ) -> None:
         await run(
-            body, memo, retry, kwargs["webhook_ids"], "delete", lifecycle.finalize, deleting=True
+            body,
+            patch,
+            memo,
+            retry,
+            kwargs["webhook_ids"],
+            "delete",
+            lifecycle.finalize,
+            deleting=True,
         )
         memo["deps"].metrics.resource_conditions.pop(body["metadata"]["uid"], None)
         locks.pop(body["metadata"]["uid"], None)
         written_at.pop(body["metadata"]["uid"], None)
 
-    @kopf.timer(
-        *RESOURCE,
-        registry=registry,
-        id="periodic_check",
-        interval=settings.secret_check_interval_seconds,
-        initial_delay=settings.secret_check_interval_seconds,
-    )
-    async def periodic_check(body: kopf.Body, memo: Any, meta: kopf.Meta, **kwargs: Any) -> None:
-        if meta.get("deletionTimestamp"):
-            return
-        # A failed check is logged and retried on the next tick; it does not flip Ready.
+    @kopf.index(*RESOURCE, registry=registry, id="webhook_bodies")
+    async def webhook_bodies(body: kopf.Body, uid: str, **_: Any) -> dict[str, dict[str, Any]]:
+        return {uid: slim_body(body)}
+
+    async def periodic_check(
+        body: dict[str, Any], memo: kopf.Memo, ids: kopf.Index[str, str]
+    ) -> None:
+        # A failed check is logged and retried on the next pass; it does not flip Ready.
         await run(
-            body,
+            kopf.Body(cast(kopf.RawBody, body)),
+            None,  # the sweep's writes are its own: no kopf patch follows them
             memo,
             0,
-            kwargs["webhook_ids"],
+            ids,
             "periodic",
             lifecycle.periodic_check,
             record_failures=False,
+            events=KubeEvents(memo["deps"].kube, body),
         )
+
+    @kopf.on.startup(registry=registry, id="start_periodic_checks")
+    async def start_periodic_checks(memo: kopf.Memo, **kwargs: Any) -> None:
+        bodies: kopf.Index[str, dict[str, Any]] = kwargs["webhook_bodies"]
+        ids: kopf.Index[str, str] = kwargs["webhook_ids"]
+
+        def current() -> list[dict[str, Any]]:
+            return [body for store in bodies.values() for body in store]
+
+        async def check(body: dict[str, Any]) -> None:
+            uid = body["metadata"]["uid"]
+            try:
+                await periodic_check(body, memo, ids)
+            except Exception as exc:  # the sweep must outlive any one object
+                log.warning(
+                    "periodic check of %s/%s failed: %s",
+                    body["metadata"]["namespace"],
+                    body["metadata"]["name"],
+                    exc,
+                )
+            if uid not in bodies:  # deleted meanwhile: drop what the check left behind
+                locks.pop(uid, None)
+                written_at.pop(uid, None)
+
+        memo["periodic"] = asyncio.create_task(
+            periodic_sweep(current, check, interval=settings.secret_check_interval_seconds),
+            name="periodic-checks",
+        )
+
+
+def slim_body(body: kopf.Body) -> dict[str, Any]:
+    """What a periodic check needs of a resource: no managedFields, no kopf bookkeeping."""
+    meta = body["metadata"]
+    keep = ("namespace", "name", "uid", "generation", "annotations", "deletionTimestamp")
+    status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    return {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": copy.deepcopy({k: meta[k] for k in keep if k in meta}),
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "status": copy.deepcopy(status),
+    }
+
+
+async def periodic_sweep(
+    current: Callable[[], list[dict[str, Any]]],
+    check: Callable[[dict[str, Any]], Awaitable[None]],
+    *,
+    interval: float,
+    concurrency: int = 8,
+) -> None:
+    """Check every resource once per ``interval``, spread evenly across it.
+
+    One task for all resources instead of a kopf timer per resource: a timer holds a
+    live copy of its object's whole body (managedFields included), the timers of objects
+    applied together tick together, and kopf makes a deletion wait for a busy timer.
+    Resources are taken from kopf's index as each pass starts; one that appears later is
+    checked on the next pass, one being deleted is skipped.
+    """
+    gate = asyncio.Semaphore(concurrency)
+    running: set[asyncio.Task[None]] = set()
+
+    async def one(body: dict[str, Any]) -> None:
+        try:
+            await check(body)
+        finally:
+            gate.release()
+
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.sleep(interval)
+        while True:
+            started = loop.time()
+            due = [b for b in current() if not b["metadata"].get("deletionTimestamp")]
+            gap = interval / len(due) if due else 0.0
+            for body in due:
+                await gate.acquire()
+                task = asyncio.create_task(one(body))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                await asyncio.sleep(gap)
+            await asyncio.sleep(max(0.0, started + interval - loop.time()))
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
 
 
 def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:

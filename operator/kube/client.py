@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from kubernetes import client as k8s
@@ -24,6 +25,8 @@ from blooio_operator.models.resource import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger("blooio_operator.kube")
 T = TypeVar("T")
+COMPONENT = "blooio-operator"  # Events' reporting component ("From" in kubectl describe)
+MAX_EVENT_MESSAGE = 1024
 
 
 class KubeError(Exception):
@@ -263,6 +266,38 @@ class KubeClient:
             PLURAL,
             name,
             {"status": status},
+        )
+
+    # --- Events ------------------------------------------------------------------
+
+    async def create_event(
+        self, involved: dict[str, Any], *, type: str, reason: str, message: str
+    ) -> None:
+        """Post a core/v1 Event about ``involved`` (apiVersion, kind, namespace, name, uid)."""
+        if len(message) > MAX_EVENT_MESSAGE:
+            message = message[: MAX_EVENT_MESSAGE - 3] + "..."
+        now = datetime.now(UTC).isoformat()
+        namespace = involved["namespace"]
+        body = {
+            "metadata": {"namespace": namespace, "generateName": f"{involved['name']}."},
+            "type": type,
+            "reason": reason,
+            "message": message,
+            "action": reason,
+            "involvedObject": involved,
+            "reportingComponent": COMPONENT,
+            "reportingInstance": COMPONENT,
+            "source": {"component": COMPONENT},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        self.writes += 1
+        await self._call(
+            f"post Event {reason} about {namespace}/{involved['name']}",
+            self._core.create_namespaced_event,
+            namespace,
+            body,
         )
 
     async def read_webhook_resource(self, namespace: str, name: str) -> dict[str, Any] | None:

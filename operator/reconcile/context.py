@@ -8,7 +8,7 @@ patches only the fields that changed (nothing at all when nothing did).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Container
+from collections.abc import Container, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -98,6 +98,9 @@ class WebhookContext:
     events: EventSink
     attempt: int = 0
     claimed_ids: Container[str] = frozenset()
+    # kopf's patch for this handler call (its ``status`` part): a ``save_status(last=True)``
+    # goes there, and kopf sends it with its own bookkeeping in one request on return.
+    status_sink: MutableMapping[str, Any] | None = None
     writes: int = 0  # status patches made through this context
     secret_fresh: bool = False  # the Secret was written in this reconcile
     secret_view: SecretView | None = None  # the Secret as create() checked it
@@ -114,6 +117,7 @@ class WebhookContext:
         events: EventSink,
         attempt: int = 0,
         claimed_ids: Container[str] = frozenset(),
+        status_sink: MutableMapping[str, Any] | None = None,
     ) -> WebhookContext:
         meta = body.get("metadata", {})
         status = WebhookStatus.model_validate(body.get("status") or {})
@@ -129,6 +133,7 @@ class WebhookContext:
             events=events,
             attempt=attempt,
             claimed_ids=claimed_ids,
+            status_sink=status_sink,
         )
         ctx._saved = ctx._status_fields()
         return ctx
@@ -186,13 +191,23 @@ class WebhookContext:
     def _status_fields(self) -> dict[str, Any]:
         return self.status.dump()
 
-    async def save_status(self) -> bool:
-        """Patch the fields of ``status`` that changed since the last save."""
+    async def save_status(self, *, last: bool = False) -> bool:
+        """Patch the fields of ``status`` that changed since the last save.
+
+        ``last``: nothing follows this write in the handler, so with a ``status_sink`` it
+        is handed to kopf, which sends it together with its last-handled configuration
+        in one ``/status`` patch right after the handler returns (one write and one watch
+        event fewer). Should that patch fail for good, the object keeps its recorded
+        intent and no diff-base, and is reconciled again on the next event.
+        """
         current = self._status_fields()
         patch = merge_diff(self._saved, current)
         if not patch:
             return False
-        await self.kube.patch_status(self.namespace, self.name, patch)
+        if last and self.status_sink is not None:
+            self.status_sink.update(patch)  # top-level status fields: kopf uses only "kopf"
+        else:
+            await self.kube.patch_status(self.namespace, self.name, patch)
         self._saved = current
         self.writes += 1
         return True

@@ -103,7 +103,7 @@ async def reconcile(ctx: WebhookContext) -> None:
     await ensure_rotation(ctx, client)
     await ensure_secret(ctx, client)
     finish_ready(ctx)
-    await ctx.save_status()
+    await ctx.save_status(last=True)
 
 
 def finish_ready(ctx: WebhookContext) -> None:

@@ -117,6 +117,29 @@ async def test_save_status_removes_a_nested_field_that_became_unset(world: World
     assert world.status()["applied"] == {"url": "https://a", "eventTypes": ["*"]}
 
 
+async def test_last_save_goes_to_the_status_sink_and_writes_nothing_itself(world: World) -> None:
+    ctx = _ctx_with_status(world, {"webhookId": "wh_1", "remoteStatus": "active"})
+    sink: dict[str, object] = {"kopf": {"last-handled-configuration": "{}"}}
+    ctx.status_sink = sink
+    ctx.status.remote_status = "disabled"
+    # An intermediate save is still written at once: a crash must find it.
+    ctx.status.secret_name = "s"
+    assert await ctx.save_status() is True
+    assert world.kube.status_patches == [{"remoteStatus": "disabled", "secretName": "s"}]
+    ctx.status.webhook_id = "wh_2"
+    assert await ctx.save_status(last=True) is True
+    assert world.kube.status_patches == [{"remoteStatus": "disabled", "secretName": "s"}]
+    assert sink == {"kopf": {"last-handled-configuration": "{}"}, "webhookId": "wh_2"}
+    assert ctx.writes == 2
+
+
+async def test_last_save_without_a_sink_writes_directly(world: World) -> None:
+    ctx = _ctx_with_status(world, {"webhookId": "wh_1"})
+    ctx.status.webhook_id = "wh_2"
+    assert await ctx.save_status(last=True) is True
+    assert world.kube.status_patches == [{"webhookId": "wh_2"}]
+
+
 # --- credentials ---------------------------------------------------------------------
 
 
