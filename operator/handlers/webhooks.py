@@ -13,7 +13,7 @@ import copy
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -71,10 +71,22 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
         self._status = kopf.StatusDiffBaseStorage(field="status.kopf.last-handled-configuration")
         # Not "blooio.com": kopf leaves every annotation under its own prefix out of the
         # diff, and the user annotations blooio.com/rotate-secret etc. must trigger handlers.
-        legacy = kopf.AnnotationsDiffBaseStorage(
+        self._legacy = kopf.AnnotationsDiffBaseStorage(
             prefix="operator.blooio.com", key="last-handled-configuration"
         )
-        super().__init__([self._status, legacy])
+        super().__init__([self._status, self._legacy])
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
+    ) -> kopf.BodyEssence:
+        # The essence the two storages would build, with one deep copy of the body
+        # instead of the three MultiDiffBaseStorage makes (per event, on every object).
+        # The status is dropped whole by the base; only the legacy annotation remains.
+        essence = kopf.DiffBaseStorage.build(self, body=body, extra_fields=extra_fields)
+        legacy = self._legacy
+        legacy.remove_annotations(essence, set(legacy.make_keys(legacy.key, body=body)))
+        legacy.remove_empty_stanzas(essence)
+        return essence
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         self._status.store(body=body, patch=patch, essence=essence)

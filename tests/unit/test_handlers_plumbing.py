@@ -126,7 +126,6 @@ def test_diffbase_is_read_from_the_status_or_an_earlier_versions_annotation(
         raw["metadata"]["annotations"]["operator.blooio.com/last-handled-configuration"] = (
             _essence(raw) + "\n"
         )
-        raw["metadata"]["annotations"]["operator.blooio.com/kopf-managed"] = "yes"
     storage = StatusDiffBase()
     body = kopf.Body(raw)  # type: ignore[arg-type]
     assert storage.fetch(body=body) == {"spec": raw["spec"]}
