@@ -1,7 +1,7 @@
 """kopf registrations for BlooioWebhook: thin wrappers over ``reconcile.lifecycle``.
 
 Each handler builds a ``WebhookContext`` from the body, calls the reconcile layer under
-a per-object lock (handlers and timers of one object never overlap), and turns a
+a per-object lock (handlers and the periodic check of one object never overlap), and turns a
 failure into conditions + Events (done by the reconcile layer) and a kopf error with the
 retry delay the reconcile layer decided.
 """
@@ -254,7 +254,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             recent = time.monotonic() - written_at.get(uid, float("-inf")) < STALE_BODY_SECONDS
             if retry > 0 or waited or recent:
                 # Our own status writes since the event (a retry, or another handler or
-                # the timer that held the lock) may not be in this body yet; acting on a
+                # the periodic check that held the lock) may not be in this body yet; acting on a
                 # stale webhookId recreates a webhook that was already recreated.
                 fresh = await deps.kube.read_webhook_resource(
                     body["metadata"]["namespace"], body["metadata"]["name"]
