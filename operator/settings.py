@@ -32,7 +32,9 @@ class Settings(BaseSettings):
         description="Resources handled at once (kopf's worker limit); the rest wait their turn.",
     )
     worker_idle_seconds: float = Field(
-        default=1.0, gt=0, description="How long a resource's kopf worker outlives its last event."
+        default=0.05,
+        gt=0,
+        description="How long a resource's kopf worker outlives its last event (holding a slot).",
     )
     drift_interval_seconds: float = Field(default=600.0, gt=0)
     secret_check_interval_seconds: float = Field(default=60.0, gt=0)
