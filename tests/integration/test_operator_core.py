@@ -397,3 +397,56 @@ def test_restart_costs_zero_blooio_calls_and_zero_kubernetes_writes(
         assert (hooks.get(f"wh{i}") or {})["metadata"]["resourceVersion"] == versions[f"wh{i}"]
         assert hooks.secret(f"wh{i}-blooio-webhook").metadata.resource_version == secrets[f"wh{i}"]  # type: ignore[union-attr]
     assert len(hooks.events()) == events_before
+
+
+def test_upgrade_from_the_annotation_diff_base_costs_nothing(
+    hooks: Webhooks,
+    simulator: Simulator,
+    start_operator: OperatorFactory,
+    namespace: str,
+) -> None:
+    """Resources last handled by a build that kept kopf's diff base in an annotation:
+    the new operator reads it, sees no change, and neither calls Blooio nor writes."""
+    import time
+
+    op = start_operator(BLOOIO_DRIFT_INTERVAL_SECONDS="600")
+    hooks.create("legacy", {"url": f"{URL}/legacy"}, annotations={"team": "shop"})
+    hooks.wait_ready("legacy")
+    op.stop()
+    essence = hooks.status("legacy")["kopf"]["last-handled-configuration"]
+    # What the earlier build left: the annotation (+ kopf's marker), nothing in status.
+    hooks.patch(
+        "legacy",
+        {
+            "metadata": {
+                "annotations": {
+                    "operator.blooio.com/last-handled-configuration": essence + "\n",
+                    "operator.blooio.com/kopf-managed": "yes",
+                }
+            }
+        },
+    )
+    hooks.custom.patch_namespaced_custom_object_status(
+        "blooio.com",
+        "v1alpha1",
+        namespace,
+        "blooiowebhooks",
+        "legacy",
+        {"status": {"kopf": {"last-handled-configuration": None}}},
+    )
+    assert "last-handled-configuration" not in hooks.status("legacy").get("kopf", {})
+    version = (hooks.get("legacy") or {})["metadata"]["resourceVersion"]
+    events_before = len(hooks.events())
+    simulator.admin.reset_calls()
+    op.start(BLOOIO_DRIFT_INTERVAL_SECONDS="600")
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        assert op.alive()
+    assert [c for c in simulator.calls() if c["endpoint"] != "GET /webhooks"] == []
+    assert (hooks.get("legacy") or {})["metadata"]["resourceVersion"] == version
+    assert len(hooks.events()) == events_before
+    # An edit afterwards is handled as usual, and its diff base goes to the status.
+    hooks.patch("legacy", {"spec": {"url": f"{URL}/legacy-2"}})
+    hooks.wait_event("legacy", "Updated")
+    assert "last-handled-configuration" in hooks.status("legacy")["kopf"]
