@@ -1,4 +1,4 @@
-"""Test helpers shared by unit and integration tests: deadline-based waiting."""
+"""Test helpers shared by unit, integration and chaos tests: waiting, fast settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,19 @@ from collections.abc import Callable
 from typing import TypeVar
 
 T = TypeVar("T")
+
+# Operator settings for tests against the real control plane (integration fixtures and
+# the chaos runner): short intervals and retries so that healing shows within seconds.
+FAST_OPERATOR_ENV = {
+    "BLOOIO_LOG_LEVEL": "DEBUG",
+    "BLOOIO_SECRET_CHECK_INTERVAL_SECONDS": "2",
+    "BLOOIO_DRIFT_INTERVAL_SECONDS": "3",
+    "BLOOIO_CREDENTIALS_RETRY_SECONDS": "3",
+    "BLOOIO_TRANSIENT_RETRY_BASE_SECONDS": "0.5",
+    "BLOOIO_TRANSIENT_RETRY_CAP_SECONDS": "3",
+    "BLOOIO_RECOVERY_DELAY_SECONDS": "1",
+    "BLOOIO_HTTP_TIMEOUT_SECONDS": "3",
+}
 
 
 def wait_for(

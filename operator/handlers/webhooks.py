@@ -232,6 +232,12 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         webhook_id = status.get("webhookId")
         return {webhook_id: uid} if webhook_id else None
 
+    def forget(deps: Deps, uid: str) -> None:
+        """Drop what the handlers keep per object, once it is gone."""
+        deps.metrics.resource_conditions.pop(uid, None)
+        locks.pop(uid, None)
+        written_at.pop(uid, None)
+
     async def run(
         body: kopf.Body,
         patch: kopf.Patch | None,
@@ -333,29 +339,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             lifecycle.finalize,
             deleting=True,
         )
-        memo["deps"].metrics.resource_conditions.pop(body["metadata"]["uid"], None)
-        locks.pop(body["metadata"]["uid"], None)
-        written_at.pop(body["metadata"]["uid"], None)
+        forget(memo["deps"], body["metadata"]["uid"])
 
     @kopf.index(*RESOURCE, registry=registry, id="webhook_bodies")
     async def webhook_bodies(body: kopf.Body, uid: str, **_: Any) -> dict[str, dict[str, Any]]:
         return {uid: slim_body(body)}
-
-    async def periodic_check(
-        body: dict[str, Any], memo: kopf.Memo, ids: kopf.Index[str, str]
-    ) -> None:
-        # A failed check is logged and retried on the next pass; it does not flip Ready.
-        await run(
-            kopf.Body(cast(kopf.RawBody, body)),
-            None,  # the sweep's writes are its own: no kopf patch follows them
-            memo,
-            0,
-            ids,
-            "periodic",
-            lifecycle.periodic_check,
-            record_failures=False,
-            events=KubeEvents(memo["deps"].kube, body),
-        )
 
     @kopf.on.startup(registry=registry, id="start_periodic_checks")
     async def start_periodic_checks(memo: kopf.Memo, **kwargs: Any) -> None:
@@ -368,7 +356,18 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         async def check(body: dict[str, Any]) -> None:
             uid = body["metadata"]["uid"]
             try:
-                await periodic_check(body, memo, ids)
+                # A failed check is logged and retried on the next pass; Ready stays.
+                await run(
+                    kopf.Body(cast(kopf.RawBody, body)),
+                    None,  # the sweep's writes are its own: no kopf patch follows them
+                    memo,
+                    0,
+                    ids,
+                    "periodic",
+                    lifecycle.periodic_check,
+                    record_failures=False,
+                    events=KubeEvents(memo["deps"].kube, body),
+                )
             except Exception as exc:  # the sweep must outlive any one object
                 log.warning(
                     "periodic check of %s/%s failed: %s",
@@ -377,8 +376,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                     exc,
                 )
             if uid not in bodies:  # deleted meanwhile: drop what the check left behind
-                locks.pop(uid, None)
-                written_at.pop(uid, None)
+                forget(memo["deps"], uid)
 
         memo["periodic"] = asyncio.create_task(
             periodic_sweep(current, check, interval=settings.secret_check_interval_seconds),
@@ -391,13 +389,14 @@ def slim_body(body: kopf.Body) -> dict[str, Any]:
     meta = body["metadata"]
     keep = ("namespace", "name", "uid", "generation", "annotations", "deletionTimestamp")
     status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
-    return {
+    slim = {
         "apiVersion": body["apiVersion"],
         "kind": body["kind"],
-        "metadata": copy.deepcopy({k: meta[k] for k in keep if k in meta}),
-        "spec": copy.deepcopy(dict(body.get("spec") or {})),
-        "status": copy.deepcopy(status),
+        "metadata": {k: meta[k] for k in keep if k in meta},
+        "spec": dict(body.get("spec") or {}),
+        "status": status,
     }
+    return copy.deepcopy(slim)
 
 
 async def periodic_sweep(

@@ -39,7 +39,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from tests.chaos.invariants import converged_state, remote_for
-from tests.helpers import wait_for
+from tests.helpers import FAST_OPERATOR_ENV, wait_for
 from tests.integration.conftest import OperatorProcess, Simulator
 from tests.integration.webhooks import Webhooks
 
@@ -74,18 +74,6 @@ MAX_LIVE = 6
 CONVERGE_SECONDS = 45.0
 DELETE_SECONDS = 30.0
 EXIT_SECONDS = 20.0
-
-# Operator settings for chaos: the same short intervals as the integration fixtures.
-OPERATOR_ENV = {
-    "BLOOIO_LOG_LEVEL": "DEBUG",
-    "BLOOIO_SECRET_CHECK_INTERVAL_SECONDS": "2",
-    "BLOOIO_DRIFT_INTERVAL_SECONDS": "3",
-    "BLOOIO_CREDENTIALS_RETRY_SECONDS": "3",
-    "BLOOIO_TRANSIENT_RETRY_BASE_SECONDS": "0.5",
-    "BLOOIO_TRANSIENT_RETRY_CAP_SECONDS": "3",
-    "BLOOIO_RECOVERY_DELAY_SECONDS": "1",
-    "BLOOIO_HTTP_TIMEOUT_SECONDS": "3",
-}
 
 
 @dataclass
@@ -468,7 +456,7 @@ def local_world(work: Path, *, crd: Path | None = None) -> Iterator[World]:
         token = token_for(api, "blooio-system", "blooio-operator")
         kubeconfig = kubeconfig_for_token(cp, token, work / "operator-kubeconfig")
         sim = Simulator(work / "simulator", [API_KEY])
-        env = {**OPERATOR_ENV, "BLOOIO_API_URL": sim.url, "BLOOIO_API_KEY": API_KEY}
+        env = {**FAST_OPERATOR_ENV, "BLOOIO_API_URL": sim.url, "BLOOIO_API_KEY": API_KEY}
         operator = OperatorProcess(kubeconfig, work / "operator.log", env, ["--namespace", "chaos"])
         operator.start()
         yield World(Webhooks(api, "chaos"), sim, operator, restart_apiserver=cp.restart)

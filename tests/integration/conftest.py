@@ -22,7 +22,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from blooio_operator.devenv.controlplane import ControlPlane, ControlPlaneError, ensure_binary
-from tests.helpers import wait_for
+from tests.helpers import FAST_OPERATOR_ENV, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_DIR = ROOT / "deploy" / "crds"
@@ -297,14 +297,7 @@ def start_operator(
         base = {
             "BLOOIO_API_URL": simulator.url,
             "BLOOIO_API_KEY": API_KEY,
-            "BLOOIO_LOG_LEVEL": "DEBUG",
-            "BLOOIO_SECRET_CHECK_INTERVAL_SECONDS": "2",
-            "BLOOIO_DRIFT_INTERVAL_SECONDS": "3",
-            "BLOOIO_CREDENTIALS_RETRY_SECONDS": "3",
-            "BLOOIO_TRANSIENT_RETRY_BASE_SECONDS": "0.5",
-            "BLOOIO_TRANSIENT_RETRY_CAP_SECONDS": "3",
-            "BLOOIO_RECOVERY_DELAY_SECONDS": "1",
-            "BLOOIO_HTTP_TIMEOUT_SECONDS": "3",
+            **FAST_OPERATOR_ENV,
         }
         base.update(env)
         args: list[str] = []
