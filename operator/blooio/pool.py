@@ -7,11 +7,13 @@ about 100 concurrent connections, with an explicit timeout) and gives each key i
 
 Clients are keyed by the sha256 fingerprint of the key, never by the key itself, so the
 mapping can be inspected or logged safely. Build one pool at startup (kopf `memo`) and
-`await pool.aclose()` at cleanup.
+`await pool.aclose()` at cleanup. A key unused for ``idle_seconds`` (default an hour) is
+dropped, so keys that no resource uses any more do not accumulate.
 """
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
 
 import httpx
@@ -52,6 +54,7 @@ class ClientPool:
         limits: httpx.Limits = DEFAULT_LIMITS,
         on_response: OnResponse | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        idle_seconds: float = 3600.0,
     ):
         self._base_url = base_url
         self._timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
@@ -67,6 +70,9 @@ class ClientPool:
             follow_redirects=False,
         )
         self._clients: dict[str, BlooioClient] = {}
+        self._used: dict[str, float] = {}  # fingerprint -> monotonic time of the last get()
+        self._idle = idle_seconds
+        self._pruned = time.monotonic()
         self._closed = False
 
     def get(self, api_key: SecretStr) -> BlooioClient:
@@ -74,6 +80,9 @@ class ClientPool:
         if self._closed:
             raise RuntimeError("ClientPool is closed")
         fingerprint = key_fingerprint(api_key)
+        now = time.monotonic()
+        self._prune(now)
+        self._used[fingerprint] = now
         client = self._clients.get(fingerprint)
         if client is None:
             client = BlooioClient(
@@ -88,6 +97,15 @@ class ClientPool:
             self._clients[fingerprint] = client
         return client
 
+    def _prune(self, now: float) -> None:
+        if now - self._pruned < min(60.0, self._idle):
+            return
+        self._pruned = now
+        for fingerprint, used in list(self._used.items()):
+            if now - used > self._idle:
+                del self._used[fingerprint]
+                self._clients.pop(fingerprint, None)
+
     def __len__(self) -> int:
         return len(self._clients)
 
@@ -98,6 +116,7 @@ class ClientPool:
         """Close the shared HTTP client. Clients handed out stop working."""
         self._closed = True
         self._clients.clear()
+        self._used.clear()
         await self._http.aclose()
 
     async def __aenter__(self) -> ClientPool:

@@ -13,7 +13,7 @@ import copy
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, cast
 
 import kopf
@@ -24,7 +24,7 @@ from blooio_operator.kube.client import COMPONENT, load_api_client
 from blooio_operator.metrics import Metrics
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION
-from blooio_operator.reconcile import lifecycle
+from blooio_operator.reconcile import deletion, lifecycle, periodic
 from blooio_operator.reconcile.context import Deps, EventSink, WebhookContext
 from blooio_operator.reconcile.crash import CrashPoints
 from blooio_operator.reconcile.errors import (
@@ -166,6 +166,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler on ``registry`` with intervals from ``settings``."""
     locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
     written_at: dict[str, float] = {}  # uid -> monotonic time of our last status write
+    busy = asyncio.Semaphore(settings.max_workers)  # resources being worked on at once
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -188,7 +189,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         settings.watching.reconnect_backoff = 1.0
         settings.networking.request_timeout = 30
         settings.queueing.idle_timeout = app.worker_idle_seconds
-        settings.queueing.worker_limit = app.max_workers
+        # No kopf worker limit: with indexes, kopf makes every object's worker wait until
+        # all objects are indexed, and a limit smaller than the object count never gets
+        # there (nolar/kopf#1243): the operator stalls after a restart. Concurrency is
+        # bounded by ``busy`` in run() instead, where waiting holds no kopf worker slot.
         namespaces: list[str] = memo.get("namespaces") or []
         if namespaces and not any(c in ns for ns in namespaces for c in "*?[!"):
             # Exact namespaces: nothing to discover, and the namespaced RBAC variant
@@ -281,7 +285,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 _track(deps, uid, ctx)
                 return
             try:
-                await step(ctx)
+                async with busy:
+                    await step(ctx)
             except Exception as exc:
                 if ctx.writes:
                     written_at[uid] = time.monotonic()
@@ -336,7 +341,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             retry,
             kwargs["webhook_ids"],
             "delete",
-            lifecycle.finalize,
+            deletion.finalize,
             deleting=True,
         )
         forget(memo["deps"], body["metadata"]["uid"])
@@ -349,14 +354,32 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     async def start_periodic_checks(memo: kopf.Memo, **kwargs: Any) -> None:
         bodies: kopf.Index[str, dict[str, Any]] = kwargs["webhook_bodies"]
         ids: kopf.Index[str, str] = kwargs["webhook_ids"]
+        retries = SweepRetries()
+        memo["sweep_retries"] = retries
 
-        def current() -> list[dict[str, Any]]:
-            return [body for store in bodies.values() for body in store]
+        def current() -> list[str]:
+            # Resources being deleted are the finalizer's; the check skips them too.
+            return [
+                uid
+                for uid, store in bodies.items()
+                if not any(b["metadata"].get("deletionTimestamp") for b in store)
+            ]
 
-        async def check(body: dict[str, Any]) -> None:
-            uid = body["metadata"]["uid"]
+        async def check(uid: str) -> None:
+            # The body as kopf's index holds it now (moments old), not as the pass began;
+            # the check reads it again before it changes anything.
+            store = bodies.get(uid)
+            body = next(iter(store), None) if store is not None else None
+            if body is None:
+                forget(memo["deps"], uid)  # deleted meanwhile
+                retries.discard(uid)
+                return
+            retrying = retries.discard(uid)
+
+            async def step(ctx: WebhookContext) -> None:
+                await periodic.periodic_check(ctx, retrying=retrying)
+
             try:
-                # A failed check is logged and retried on the next pass; Ready stays.
                 await run(
                     kopf.Body(cast(kopf.RawBody, body)),
                     None,  # the sweep's writes are its own: no kopf patch follows them
@@ -364,10 +387,15 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                     0,
                     ids,
                     "periodic",
-                    lifecycle.periodic_check,
-                    record_failures=False,
+                    step,
                     events=KubeEvents(memo["deps"].kube, body),
                 )
+            except kopf.TemporaryError as exc:
+                # Recorded in the conditions (and an Event) by run(); no kopf handler
+                # will retry what the sweep started, so the sweep does, after the delay.
+                retries.schedule(uid, exc.delay or 10.0, check)
+            except kopf.PermanentError:
+                pass  # recorded as Stalled; waits for a change of the spec
             except Exception as exc:  # the sweep must outlive any one object
                 log.warning(
                     "periodic check of %s/%s failed: %s",
@@ -375,13 +403,56 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                     body["metadata"]["name"],
                     exc,
                 )
-            if uid not in bodies:  # deleted meanwhile: drop what the check left behind
-                forget(memo["deps"], uid)
 
         memo["periodic"] = asyncio.create_task(
-            periodic_sweep(current, check, interval=settings.secret_check_interval_seconds),
+            periodic_sweep(
+                current, check, interval=settings.secret_check_interval_seconds, retries=retries
+            ),
             name="periodic-checks",
         )
+
+
+class SweepRetries:
+    """Checks that failed while acting, due again after their retry delay (one per uid).
+
+    A check of the regular pass that finds a retry due takes it over (and cancels it).
+    """
+
+    def __init__(self) -> None:
+        self._due: dict[str, asyncio.TimerHandle] = {}
+        self._running: set[asyncio.Task[None]] = set()
+
+    def schedule(
+        self, uid: str, delay: float, check: Callable[[str], Coroutine[Any, Any, None]]
+    ) -> None:
+        self.discard(uid)
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            task = loop.create_task(check(uid))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+        self._due[uid] = loop.call_later(delay, fire)
+
+    def discard(self, uid: str) -> bool:
+        """Forget ``uid``'s retry; True when there was one (fired or not)."""
+        handle = self._due.pop(uid, None)
+        if handle is None:
+            return False
+        handle.cancel()
+        return True
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    async def close(self) -> None:
+        for handle in self._due.values():
+            handle.cancel()
+        self._due.clear()
+        for task in list(self._running):
+            task.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
 
 
 def slim_body(body: kopf.Body) -> dict[str, Any]:
@@ -400,26 +471,27 @@ def slim_body(body: kopf.Body) -> dict[str, Any]:
 
 
 async def periodic_sweep(
-    current: Callable[[], list[dict[str, Any]]],
-    check: Callable[[dict[str, Any]], Awaitable[None]],
+    current: Callable[[], list[str]],
+    check: Callable[[str], Awaitable[None]],
     *,
     interval: float,
     concurrency: int = 8,
+    retries: SweepRetries | None = None,
 ) -> None:
     """Check every resource once per ``interval``, spread evenly across it.
 
     One task for all resources instead of a kopf timer per resource: a timer holds a
     live copy of its object's whole body (managedFields included), the timers of objects
     applied together tick together, and kopf makes a deletion wait for a busy timer.
-    Resources are taken from kopf's index as each pass starts; one that appears later is
-    checked on the next pass, one being deleted is skipped.
+    The uids are taken from kopf's index as each pass starts (one that appears later is
+    checked on the next pass); each check looks its body up when its turn comes.
     """
     gate = asyncio.Semaphore(concurrency)
     running: set[asyncio.Task[None]] = set()
 
-    async def one(body: dict[str, Any]) -> None:
+    async def one(uid: str) -> None:
         try:
-            await check(body)
+            await check(uid)
         finally:
             gate.release()
 
@@ -428,11 +500,11 @@ async def periodic_sweep(
         await asyncio.sleep(interval)
         while True:
             started = loop.time()
-            due = [b for b in current() if not b["metadata"].get("deletionTimestamp")]
+            due = current()
             gap = interval / len(due) if due else 0.0
-            for body in due:
+            for uid in due:
                 await gate.acquire()
-                task = asyncio.create_task(one(body))
+                task = asyncio.create_task(one(uid))
                 running.add(task)
                 task.add_done_callback(running.discard)
                 await asyncio.sleep(gap)
@@ -441,6 +513,8 @@ async def periodic_sweep(
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
+        if retries is not None:
+            await retries.close()
 
 
 def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:

@@ -26,6 +26,7 @@ VALIDATION_FAILED: Final = "ValidationFailed"
 BAD_REQUEST: Final = "BadRequest"
 CREDENTIALS_MISSING: Final = "CredentialsMissing"
 CREDENTIALS_INVALID: Final = "CredentialsInvalid"
+CREDENTIALS_CHANGED: Final = "CredentialsChanged"
 SECRET_CONFLICT: Final = "SecretConflict"
 AMBIGUOUS_RECOVERY: Final = "AmbiguousRecovery"
 ADOPTION_FAILED: Final = "AdoptionFailed"
@@ -66,6 +67,7 @@ EVENT_REASONS: Final = frozenset(
         BAD_REQUEST,
         CREDENTIALS_MISSING,
         CREDENTIALS_INVALID,
+        CREDENTIALS_CHANGED,
         SECRET_CONFLICT,
         AMBIGUOUS_RECOVERY,
         ADOPTION_FAILED,

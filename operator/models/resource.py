@@ -67,6 +67,8 @@ class Pending(_Camel):
     operation: Literal["create", "replace"]
     started_at: str
     url: str
+    # None in intents recorded before 0.3 (not matched on then).
+    event_types: list[str] | None = None
     channel_id: str | None = None
     channel_type: str | None = None
     old_webhook_id: str | None = None
@@ -95,6 +97,8 @@ class WebhookStatus(_Camel):
     abandoned: list[Pending] | None = None
     rotate_token: str | None = None
     adopted_webhook_id: str | None = None
+    # Fingerprint of the API key the webhook was created or adopted with (never the key).
+    key_id: str | None = None
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

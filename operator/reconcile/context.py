@@ -97,6 +97,7 @@ class WebhookContext:
     status: WebhookStatus
     events: EventSink
     attempt: int = 0
+    deleting: bool = False  # metadata.deletionTimestamp is set
     claimed_ids: Container[str] = frozenset()
     # kopf's patch for this handler call (its ``status`` part): a ``save_status(last=True)``
     # goes there, and kopf sends it with its own bookkeeping in one request on return.
@@ -120,23 +121,44 @@ class WebhookContext:
         status_sink: MutableMapping[str, Any] | None = None,
     ) -> WebhookContext:
         meta = body.get("metadata", {})
-        status = WebhookStatus.model_validate(body.get("status") or {})
         ctx = cls(
             deps=deps,
             namespace=meta["namespace"],
             name=meta["name"],
             uid=meta["uid"],
-            generation=meta.get("generation"),
-            annotations=dict(meta.get("annotations") or {}),
+            generation=None,
+            annotations={},
             spec=WebhookSpec.model_validate(body.get("spec") or {}),
-            status=status,
+            status=WebhookStatus(),
             events=events,
             attempt=attempt,
             claimed_ids=claimed_ids,
             status_sink=status_sink,
         )
-        ctx._saved = ctx._status_fields()
+        ctx._load(body)
         return ctx
+
+    def _load(self, body: dict[str, Any]) -> None:
+        meta = body.get("metadata", {})
+        self.generation = meta.get("generation")
+        self.annotations = dict(meta.get("annotations") or {})
+        self.deleting = bool(meta.get("deletionTimestamp"))
+        self.spec = WebhookSpec.model_validate(body.get("spec") or {})
+        self.status = WebhookStatus.model_validate(body.get("status") or {})
+        self._saved = self._status_fields()
+
+    async def reread(self) -> bool:
+        """Replace what this context knows with the resource as the API server has it now.
+
+        False when the resource is gone (or was replaced by a namesake). Only for callers
+        that act on a body they did not just receive from a watch event (the periodic
+        check); nothing made on the old copy may be pending a save.
+        """
+        body = await self.kube.read_webhook_resource(self.namespace, self.name)
+        if body is None or body.get("metadata", {}).get("uid") != self.uid:
+            return False
+        self._load(body)
+        return True
 
     @property
     def settings(self) -> Settings:

@@ -1,7 +1,17 @@
-"""Per-API-key snapshots of Blooio's webhook list for the drift check.
+"""Per-API-key lists of Blooio's webhooks, shared by every resource using the key.
 
-One paginated ``GET /webhooks`` per key per drift interval serves every resource using
-that key; concurrent callers share one in-flight fetch.
+Two kinds of reader share one list call per key:
+
+* the drift check takes the snapshot as long as it is younger than the drift interval
+  (jittered), so one paginated ``GET /webhooks`` per key per interval serves them all;
+* recovery and the finalizer need a list that *started after* a given moment (after the
+  interrupted create could have committed); callers arriving while a list is in flight
+  wait for it and, if it started too early for them, share the next one. A mass restart
+  or a mass delete therefore costs two lists per key, not one per resource.
+
+A failed list is remembered for ``failure_ttl`` seconds and re-raised to every caller
+meanwhile, so an outage costs one call per key per ``failure_ttl``, not one per
+resource. Keys not used for ``idle_seconds`` are forgotten.
 """
 
 from __future__ import annotations
@@ -24,27 +34,77 @@ class Snapshot:
 class _Entry:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     snapshot: Snapshot | None = None
-    expires: float = 0.0
+    expires: float = 0.0  # monotonic; for drift readers
+    failure: Exception | None = None
+    failure_until: float = 0.0  # monotonic
+    used: float = 0.0  # monotonic
 
 
 class SnapshotCache:
-    def __init__(self, interval: float, *, jitter: float = 0.1) -> None:
+    def __init__(
+        self,
+        interval: float,
+        *,
+        jitter: float = 0.1,
+        failure_ttl: float = 5.0,
+        idle_seconds: float | None = None,
+    ) -> None:
         self.interval = interval
         self.jitter = jitter
+        self.failure_ttl = failure_ttl
+        self.idle_seconds = idle_seconds if idle_seconds is not None else 3 * interval
         self._entries: dict[str, _Entry] = {}
+        self.lists = 0  # list calls made (for tests and metrics)
 
     async def get(self, key_id: str, client: BlooioClient) -> Snapshot:
-        entry = self._entries.setdefault(key_id, _Entry())
+        """A snapshot no older than the drift interval (jittered)."""
+        entry = self._entry(key_id)
         async with entry.lock:
             now = time.monotonic()
-            if entry.snapshot is None or now >= entry.expires:
-                started = time.time()
-                hooks = await client.list_webhooks()
-                entry.snapshot = Snapshot(started, {w.id: w for w in hooks})
-                spread = self.interval * self.jitter
-                entry.expires = now + self.interval + random.uniform(-spread, spread)  # noqa: S311
-            return entry.snapshot
+            if entry.snapshot is not None and now < entry.expires:
+                return entry.snapshot
+            return await self._fetch(entry, client)
+
+    async def fresh(self, key_id: str, client: BlooioClient, *, after: float) -> Snapshot:
+        """A snapshot whose list call started at or after ``after`` (wall clock)."""
+        entry = self._entry(key_id)
+        async with entry.lock:
+            snap = entry.snapshot
+            if snap is not None and snap.fetched_at >= after:
+                return snap
+            return await self._fetch(entry, client)
 
     def peek(self, key_id: str) -> Snapshot | None:
         entry = self._entries.get(key_id)
         return entry.snapshot if entry else None
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _entry(self, key_id: str) -> _Entry:
+        now = time.monotonic()
+        for other, old in list(self._entries.items()):
+            if now - old.used > self.idle_seconds and not old.lock.locked():
+                del self._entries[other]
+        entry = self._entries.setdefault(key_id, _Entry())
+        entry.used = now
+        return entry
+
+    async def _fetch(self, entry: _Entry, client: BlooioClient) -> Snapshot:
+        """List (under the entry's lock), or re-raise a failure younger than its TTL."""
+        now = time.monotonic()
+        if entry.failure is not None and now < entry.failure_until:
+            raise entry.failure
+        started = time.time()
+        self.lists += 1
+        try:
+            hooks = await client.list_webhooks()
+        except Exception as exc:
+            entry.failure = exc
+            entry.failure_until = time.monotonic() + self.failure_ttl
+            raise
+        entry.failure = None
+        entry.snapshot = Snapshot(started, {w.id: w for w in hooks})
+        spread = self.interval * self.jitter
+        entry.expires = now + self.interval + random.uniform(-spread, spread)  # noqa: S311
+        return entry.snapshot

@@ -6,7 +6,7 @@ import pytest
 
 from blooio_operator.blooio import CreateOutcomeUnknown, ServerError
 from blooio_operator.models import reasons
-from blooio_operator.reconcile import lifecycle
+from blooio_operator.reconcile import deletion
 from blooio_operator.reconcile.errors import CredentialsFailure, TransientFailure
 from tests.unit.fakes import NAMESPACE, UID, SimulatedCrash, World, default_spec
 
@@ -19,7 +19,7 @@ def world() -> World:
 
 
 async def finalize(world: World, **kwargs) -> Exception | None:
-    return await world.run(lifecycle.finalize, action="delete", **kwargs)
+    return await world.run(deletion.finalize, action="delete", **kwargs)
 
 
 async def test_delete_policy_deletes_the_webhook(world: World) -> None:

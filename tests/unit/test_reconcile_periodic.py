@@ -7,7 +7,7 @@ import pytest
 
 from blooio_operator.blooio import ServerError
 from blooio_operator.models import reasons
-from blooio_operator.reconcile import lifecycle
+from blooio_operator.reconcile import periodic
 from tests.unit.fakes import (
     EVENT_TYPES,
     NAMESPACE,
@@ -33,7 +33,7 @@ def backdate_sync(world: World, name: str = "orders") -> None:
 
 
 async def check(world: World, name: str = "orders") -> None:
-    err = await world.run(lifecycle.periodic_check, name=name, action="periodic")
+    err = await world.run(periodic.periodic_check, name=name, action="periodic")
     assert err is None, f"periodic check failed: {err}"
 
 
@@ -132,7 +132,7 @@ async def test_secret_naming_another_webhook_is_restored(world: World) -> None:
 async def test_secret_taken_over_by_someone_else_is_not_overwritten(world: World) -> None:
     await world.ready()
     world.kube.put_secret(NAMESPACE, SECRET, {"x": "y"}, owner_uid="intruder")
-    err = await world.run(lifecycle.periodic_check, action="periodic")
+    err = await world.run(periodic.periodic_check, action="periodic")
     assert err is not None
     assert err.reason == reasons.SECRET_CONFLICT
     assert world.blooio.calls == []
@@ -215,7 +215,7 @@ async def test_webhook_missing_at_blooio_is_recreated(world: World) -> None:
 
     assert [c.method for c in world.blooio.calls] == [
         "list_webhooks",
-        "get_webhook",
+        "get_webhook",  # the confirming read: gone, for the key that created it
         "create_webhook",
     ]
     (new_id,) = world.blooio.hooks
@@ -262,9 +262,10 @@ async def test_get_errors_other_than_404_do_not_recreate(world: World) -> None:
     await take_snapshot(world)
     world.blooio.hooks[webhook_id] = hook
     world.blooio.fail_next("get_webhook", ServerError(503, message="down"))
-    with pytest.raises(ServerError):
-        await lifecycle.periodic_check(world.ctx())
+    # A failure to look is not a finding: logged, left to the next pass, Ready untouched.
+    await periodic.periodic_check(world.ctx())
     assert world.blooio.count("create_webhook") == 0
+    assert world.condition("Ready")["status"] == "True"
     assert list(world.blooio.hooks) == [webhook_id]
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from blooio_operator.blooio import CreateOutcomeUnknown, ServerError, ValidationFailed
 from blooio_operator.models import reasons
-from blooio_operator.reconcile import lifecycle
+from blooio_operator.reconcile import deletion, periodic
 from tests.unit.fakes import API_KEY, NAMESPACE, World, default_spec
 
 TENANT_KEY = "bk_tenant_key_fedcba9876543210"
@@ -28,11 +28,11 @@ async def _exercise_every_path(world: World) -> None:
     await world.reconcile()
     # periodic: Secret deleted, drift, webhook deleted at Blooio
     del world.kube.secrets[(NAMESPACE, "orders-blooio-webhook")]
-    await world.run(lifecycle.periodic_check)
+    await world.run(periodic.periodic_check)
     webhook_id = world.status()["webhookId"]
     world.blooio.hooks[webhook_id].url = "https://drift.example.com/"
     world.kube.objects[(NAMESPACE, "orders")]["status"]["lastSyncedAt"] = "2020-01-01T00:00:00Z"
-    await world.run(lifecycle.periodic_check)
+    await world.run(periodic.periodic_check)
     # failures
     world.blooio.fail_next("update_webhook", ValidationFailed(message="bad url"))
     world.edit_spec(url="https://v3.example.com/h")
@@ -58,7 +58,7 @@ async def _exercise_every_path(world: World) -> None:
     world.apply(default_spec(credentialsRef={"name": "missing"}), name="nokey")
     await world.run(name="nokey")
     for name in ("orders", "tenant-hook", "third"):
-        await world.run(lifecycle.finalize, name=name, action="delete")
+        await world.run(deletion.finalize, name=name, action="delete")
 
 
 async def test_no_secret_or_key_outside_the_secret(caplog: pytest.LogCaptureFixture) -> None:

@@ -114,7 +114,12 @@ async def test_update_of_a_webhook_deleted_at_blooio_recreates_it(world: World) 
     del world.blooio.hooks[old_id]
     world.edit_spec(url=NEW_URL)
     await world.reconcile()
-    assert [c.method for c in world.blooio.calls] == ["update_webhook", "create_webhook"]
+    # The 404 is confirmed by a GET (one place decides "gone") before anything is created.
+    assert [c.method for c in world.blooio.calls] == [
+        "update_webhook",
+        "get_webhook",
+        "create_webhook",
+    ]
     new_id = world.status()["webhookId"]
     assert new_id != old_id
     assert world.secret()["webhook-id"] == new_id
@@ -419,5 +424,6 @@ async def test_credentials_ref_edit_is_not_a_remote_change(world: World) -> None
     world.kube.put_secret(NAMESPACE, "k", {"api-key": "bk_other"})
     world.edit_spec(credentialsRef={"name": "k"})
     await world.reconcile()
-    assert world.blooio.calls == []
+    # One read with the new key: can it see the webhook? (It can: same account here.)
+    assert [c.method for c in world.blooio.calls] == ["get_webhook"]
     assert world.pool.keys[-1] == "bk_other"

@@ -1,0 +1,42 @@
+"""Adopting an existing webhook (annotation ``blooio.com/adopt-webhook-id``)."""
+
+from __future__ import annotations
+
+from blooio_operator.blooio import BlooioClient, NotFound
+from blooio_operator.models import reasons
+from blooio_operator.reconcile import create as creating
+from blooio_operator.reconcile import secrets
+from blooio_operator.reconcile.context import WebhookContext, now_iso
+from blooio_operator.reconcile.errors import PermanentFailure
+from blooio_operator.reconcile.remote import channel_of, patch_to_spec
+
+
+async def adopt(ctx: WebhookContext, client: BlooioClient, webhook_id: str) -> None:
+    await secrets.assert_secret_writable(ctx)
+    try:
+        webhook = await client.get_webhook(webhook_id)
+    except NotFound:
+        raise PermanentFailure(
+            reasons.ADOPTION_FAILED,
+            f"{reasons.ANNOTATION_ADOPT}: webhook {webhook_id} does not exist at Blooio "
+            "for this API key.",
+        ) from None
+    if channel_of(webhook) != (ctx.spec.channel_id, ctx.spec.channel_type):
+        raise PermanentFailure(
+            reasons.ADOPTION_FAILED,
+            f"Webhook {webhook_id} has channel {webhook.channel_id}/{webhook.channel_type}, "
+            "the spec asks for another; channels cannot be changed in place.",
+        )
+    webhook = await patch_to_spec(ctx, client, webhook)
+    rotated = await client.rotate_secret(webhook.id)
+    ctx.crash("after-rotate")
+    previous = ctx.status.webhook_id
+    await creating.install(ctx, webhook, rotated.signing_secret, clear_pending=True)
+    # After install: recorded earlier, a failed Secret write would mark the adoption done.
+    ctx.status.adopted_webhook_id = webhook_id
+    ctx.status.secret_rotated_at = now_iso()
+    ctx.deps.metrics.rotations.labels("adoption").inc()
+    note = f" (previously {previous}, left untouched at Blooio)" if previous else ""
+    ctx.events.normal(
+        reasons.ADOPTED, f"Adopted webhook {webhook_id}{note}; rotated its signing secret."
+    )

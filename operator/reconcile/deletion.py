@@ -1,0 +1,62 @@
+"""The finalizer: apply ``spec.deletionPolicy`` to the webhook(s) this resource owns."""
+
+from __future__ import annotations
+
+from blooio_operator.blooio import NotFound, UpdateWebhookRequest
+from blooio_operator.models import reasons
+from blooio_operator.reconcile.context import WebhookContext
+from blooio_operator.reconcile.create import candidates, list_now
+
+
+async def finalize(ctx: WebhookContext) -> None:
+    """The finalizer: apply spec.deletionPolicy to the webhook(s) this resource owns."""
+    st, spec = ctx.status, ctx.spec
+    secret_names = {ctx.secret_name, *([st.secret_name] if st.secret_name else [])}
+    if ctx.annotations.get(reasons.ANNOTATION_SKIP_REMOTE_DELETE) == "true":
+        if spec.deletion_policy == "Orphan":
+            for name in secret_names:
+                await ctx.kube.release_secret(ctx.namespace, name, ctx.uid)
+        ctx.events.normal(
+            reasons.DELETED,
+            f"{reasons.ANNOTATION_SKIP_REMOTE_DELETE} is set: released without touching "
+            f"webhook {st.webhook_id or '(none)'} at Blooio.",
+        )
+        return
+    if spec.deletion_policy == "Orphan":
+        for name in secret_names:
+            await ctx.kube.release_secret(ctx.namespace, name, ctx.uid)
+        ctx.events.normal(
+            reasons.ORPHANED,
+            f"deletionPolicy Orphan: webhook {st.webhook_id or '(none)'} and Secret "
+            f"{ctx.secret_name} are left in place.",
+        )
+        return
+    # dict.fromkeys: after a crash right after a replace POST both name the old webhook.
+    ids = list(
+        dict.fromkeys(
+            i for i in (st.webhook_id, st.pending.old_webhook_id if st.pending else None) if i
+        )
+    )
+    intents = [*([st.pending] if st.pending else []), *(st.abandoned or [])]
+    if not ids and not intents:
+        return  # nothing was ever created
+    client = await ctx.blooio()
+    if intents:
+        # An interrupted create may have left a webhook we never recorded.
+        hooks = await list_now(ctx, client)
+        for intent in intents:
+            ids += [h.id for h in candidates(ctx, hooks, intent) if h.id not in ids]
+    for webhook_id in ids:
+        try:
+            if spec.deletion_policy == "Disable":
+                await client.update_webhook(webhook_id, UpdateWebhookRequest(status="disabled"))
+            else:
+                await client.delete_webhook(webhook_id)
+        except NotFound:
+            pass
+    ctx.crash("after-remote-delete")
+    done = ", ".join(ids) or "(none)"
+    if spec.deletion_policy == "Disable":
+        ctx.events.normal(reasons.DISABLED, f"deletionPolicy Disable: disabled {done} at Blooio.")
+    else:
+        ctx.events.normal(reasons.DELETED, f"Deleted webhook {done} at Blooio.")

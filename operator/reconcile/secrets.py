@@ -1,0 +1,146 @@
+"""The Secret that carries the signing secret: writing it, restoring it, moving it, and
+rotating the signing secret into it.
+"""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from blooio_operator.blooio import BlooioClient, NotFound, Webhook
+from blooio_operator.kube.client import SecretView
+from blooio_operator.models import reasons
+from blooio_operator.reconcile import create as creating
+from blooio_operator.reconcile.context import WebhookContext, now_iso
+from blooio_operator.reconcile.errors import CredentialsFailure
+from blooio_operator.reconcile.remote import confirm_gone, recorded_webhook
+
+SECRET_KEY = "signing-secret"
+ID_KEY = "webhook-id"
+URL_KEY = "webhook-url"
+
+
+async def ensure_rotation(ctx: WebhookContext, client: BlooioClient) -> None:
+    token = ctx.annotations.get(reasons.ANNOTATION_ROTATE)
+    if not token or token == ctx.status.rotate_token:
+        return
+    await rotate_into_secret(ctx, client, reason="annotation")
+    ctx.status.rotate_token = token
+    await ctx.save_status()
+    ctx.events.normal(
+        reasons.SECRET_ROTATED,
+        f"Rotated the signing secret of {ctx.status.webhook_id} ({reasons.ANNOTATION_ROTATE}).",
+    )
+
+
+async def rotate_into_secret(ctx: WebhookContext, client: BlooioClient, *, reason: str) -> None:
+    st = ctx.status
+    assert st.webhook_id is not None
+    await assert_secret_writable(ctx)
+    try:
+        rotated = await client.rotate_secret(st.webhook_id)
+    except NotFound:
+        if not await confirm_gone(ctx, client, st.webhook_id):
+            raise
+        await creating.recreate_missing(ctx, client)
+        return
+    ctx.crash("after-rotate")
+    await write_secret(ctx, recorded_webhook(ctx), rotated.signing_secret)
+    st.secret_rotated_at = now_iso()
+    st.secret_name = ctx.secret_name
+    ctx.deps.metrics.rotations.labels(reason).inc()
+
+
+def secret_labels(ctx: WebhookContext) -> dict[str, str]:
+    return {
+        **ctx.spec.secret.labels,
+        reasons.LABEL_MANAGED_BY: reasons.MANAGED_BY,
+        reasons.LABEL_WEBHOOK: ctx.name,
+    }
+
+
+async def assert_secret_writable(ctx: WebhookContext) -> SecretView | None:
+    view = await ctx.kube.read_secret(ctx.namespace, ctx.secret_name)
+    if view is not None and view.controller_uid != ctx.uid:
+        raise CredentialsFailure(
+            reasons.SECRET_CONFLICT,
+            f"Secret {ctx.namespace}/{ctx.secret_name} exists and is not owned by this "
+            "BlooioWebhook; the operator will not overwrite it. Delete it or set "
+            "spec.secret.name to another name.",
+            delay=ctx.settings.credentials_retry_seconds,
+        )
+    return view
+
+
+async def write_secret(ctx: WebhookContext, webhook: Webhook, secret: SecretStr) -> None:
+    if ctx.secret_view_known:
+        # Checked moments ago by create(); saves a GET on the hot path.
+        view, ctx.secret_view_known = ctx.secret_view, False
+    else:
+        view = await assert_secret_writable(ctx)
+    await ctx.kube.write_secret(
+        ctx.namespace,
+        ctx.secret_name,
+        data={
+            SECRET_KEY: secret.get_secret_value(),
+            ID_KEY: webhook.id,
+            URL_KEY: webhook.url,
+        },
+        labels=secret_labels(ctx),
+        annotations=dict(ctx.spec.secret.annotations),
+        owner=ctx.owner,
+        exists=view is not None,
+    )
+
+
+async def ensure_secret(ctx: WebhookContext, client: BlooioClient) -> None:
+    """The Secret exists, is ours, and holds the current webhook's data and metadata."""
+    st = ctx.status
+    if ctx.secret_fresh and st.secret_name == ctx.secret_name:
+        return  # written moments ago in this reconcile, from a fresh signing secret
+    view = await assert_secret_writable(ctx)
+    if st.secret_name and st.secret_name != ctx.secret_name:
+        await move_secret(ctx, client, st.secret_name)
+        return
+    if view is None or not view.data.get(SECRET_KEY):
+        await rotate_into_secret(ctx, client, reason="restore")
+        await ctx.save_status()
+        ctx.events.normal(
+            reasons.SECRET_RESTORED,
+            f"Secret {ctx.secret_name} was missing or empty; rotated the signing secret of "
+            f"{st.webhook_id} and rewrote it.",
+        )
+        return
+    if view.data.get(ID_KEY, b"").decode() != st.webhook_id:
+        await rotate_into_secret(ctx, client, reason="restore")
+        ctx.events.normal(
+            reasons.SECRET_RESTORED,
+            f"Secret {ctx.secret_name} referred to another webhook; rotated and rewrote it.",
+        )
+        return
+    labels_ok = all(view.labels.get(k) == v for k, v in secret_labels(ctx).items())
+    annotations_ok = all(
+        view.annotations.get(k) == v for k, v in ctx.spec.secret.annotations.items()
+    )
+    url_ok = view.data.get(URL_KEY, b"").decode() == ctx.spec.url
+    if labels_ok and annotations_ok and url_ok:
+        return
+    await write_secret(ctx, recorded_webhook(ctx), SecretStr(view.data[SECRET_KEY].decode()))
+
+
+async def move_secret(ctx: WebhookContext, client: BlooioClient, old_name: str) -> None:
+    """spec.secret.name changed: copy the current secret to the new name (or rotate)."""
+    old = await ctx.kube.read_secret(ctx.namespace, old_name)
+    st = ctx.status
+    if (
+        old is not None
+        and old.controller_uid == ctx.uid
+        and old.data.get(SECRET_KEY)
+        and (old.data.get(ID_KEY, b"").decode() == st.webhook_id)
+    ):
+        await write_secret(ctx, recorded_webhook(ctx), SecretStr(old.data[SECRET_KEY].decode()))
+    else:
+        await rotate_into_secret(ctx, client, reason="restore")
+    st.secret_name = ctx.secret_name
+    await ctx.save_status()
+    if old is not None and old.controller_uid == ctx.uid:
+        await ctx.kube.delete_secret(ctx.namespace, old_name)
