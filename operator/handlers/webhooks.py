@@ -92,6 +92,22 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
         self._status.store(body=body, patch=patch, essence=essence)
 
 
+class ObjectGuards:
+    """Per-object serialisation shared by every writer of a resource's status.
+
+    ``locks[uid]``: handlers, the periodic check and any other status writer of one
+    object never overlap. ``written_at[uid]``: monotonic time of our last status write; a
+    body from kopf received shortly after it may predate it and is read again.
+    """
+
+    def __init__(self) -> None:
+        self.locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.written_at: dict[str, float] = {}
+
+    def wrote(self, uid: str) -> None:
+        self.written_at[uid] = time.monotonic()
+
+
 class KubeEvents:
     """EventSink posting through our own client, for the periodic sweep.
 
@@ -164,8 +180,8 @@ class _ClaimedIds:
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler on ``registry`` with intervals from ``settings``."""
-    locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-    written_at: dict[str, float] = {}  # uid -> monotonic time of our last status write
+    guards = ObjectGuards()
+    locks, written_at = guards.locks, guards.written_at
     busy = asyncio.Semaphore(settings.max_workers)  # resources being worked on at once
 
     @kopf.on.login(registry=registry, id="login")
@@ -208,6 +224,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             rate_per_key=app.rate_per_key,
             on_response=metrics.observe_request,
         )
+        memo["guards"] = guards  # for other handler modules that write a resource's status
         memo["deps"] = Deps(
             settings=app,
             kube=kube,
