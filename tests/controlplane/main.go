@@ -3,8 +3,14 @@
 // Go module) and a kube-controller-manager restricted to the garbage-collector and
 // namespace controllers, run as a child process of this same binary.
 //
-//	controlplane --work-dir DIR [--ready-timeout 120s] [-- extra kube-apiserver flags]
-//	controlplane controller-manager --kubeconfig FILE   (internal)
+//	controlplane --work-dir DIR [--ready-timeout 120s] [--controllers LIST] [--node]
+//	             [-- extra kube-apiserver flags]
+//	controlplane controller-manager --kubeconfig FILE [--controllers LIST]   (internal)
+//
+// --controllers replaces the child's controller list (for a node: deployment,
+// replicaset, node-lifecycle, serviceaccount, ...). --node prepares the API server for
+// the local node of tests/node: ServiceAccount admission stays on, kubelets are reached
+// with a client certificate, and the controller-manager publishes kube-root-ca.crt.
 //
 // DIR receives the PKI, etcd data, `kubeconfig` and `info.json` (both written
 // atomically). SIGTERM stops everything.
@@ -54,23 +60,32 @@ func main() {
 	os.Exit(runControlPlane(os.Args[1:]))
 }
 
+// defaultControllers is what the tests need: ownerReference cascades and namespace deletion.
+const defaultControllers = "garbage-collector-controller,namespace-controller"
+
 func runControllerManager(args []string) int {
 	fs := flag.NewFlagSet("controller-manager", flag.ContinueOnError)
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the API server")
+	controllers := fs.String("controllers", defaultControllers, "kube-controller-manager --controllers")
+	rootCA := fs.String("root-ca-file", "", "CA published to pods as kube-root-ca.crt (node mode)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	cmd := cmapp.NewControllerManagerCommand()
-	cmd.SetArgs([]string{
+	cmArgs := []string{
 		"--kubeconfig=" + *kubeconfig,
 		"--authentication-kubeconfig=" + *kubeconfig,
 		"--authorization-kubeconfig=" + *kubeconfig,
-		"--controllers=garbage-collector-controller,namespace-controller",
+		"--controllers=" + *controllers,
 		"--leader-elect=false",
 		"--secure-port=0",
 		"--concurrent-gc-syncs=5",
 		"--v=1",
-	})
+	}
+	if *rootCA != "" {
+		cmArgs = append(cmArgs, "--root-ca-file="+*rootCA)
+	}
+	cmd := cmapp.NewControllerManagerCommand()
+	cmd.SetArgs(cmArgs)
 	return cli.Run(cmd)
 }
 
@@ -79,6 +94,9 @@ func runControlPlane(args []string) int {
 	workDir := fs.String("work-dir", "", "directory for PKI, etcd data, kubeconfig and info.json (required)")
 	readyTimeout := fs.Duration("ready-timeout", 120*time.Second, "how long to wait for etcd and the API server")
 	noCM := fs.Bool("no-controller-manager", false, "do not start the controller-manager child")
+	controllers := fs.String("controllers", defaultControllers, "controllers the controller-manager child runs")
+	node := fs.Bool("node", false, "serve a real node (tests/node): ServiceAccount admission on, a "+
+		"client certificate for kubelets, kube-root-ca.crt published to pods")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -143,19 +161,33 @@ func runControlPlane(args []string) int {
 		"--api-audiences=https://kubernetes.default.svc.cluster.local",
 		"--authorization-mode=RBAC",
 		"--token-auth-file=" + pki.tokenFile,
-		"--disable-admission-plugins=ServiceAccount",
 		"--allow-privileged=true",
 		"--endpoint-reconciler-type=none",
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 		"--v=1",
 	}
+	if *node {
+		// Pods get their ServiceAccount token volume; the API server reaches kubelets
+		// (logs, exec) at their InternalIP with a client certificate of our CA.
+		apiArgs = append(apiArgs,
+			"--kubelet-client-certificate="+pki.kubeletClientCert,
+			"--kubelet-client-key="+pki.kubeletClientKey,
+			"--kubelet-preferred-address-types=InternalIP")
+	} else {
+		// No ServiceAccount controller in the default set, so no default ServiceAccounts.
+		apiArgs = append(apiArgs, "--disable-admission-plugins=ServiceAccount")
+	}
 	apiArgs = append(apiArgs, passThrough...)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if !*noCM {
-		go superviseControllerManager(ctx, server, pki, kubeconfigPath, *readyTimeout)
+		cmArgs := []string{"--kubeconfig", kubeconfigPath, "--controllers", *controllers}
+		if *node {
+			cmArgs = append(cmArgs, "--root-ca-file", pki.caFile)
+		}
+		go superviseControllerManager(ctx, server, pki, cmArgs, *readyTimeout)
 	}
 
 	cmd := apiserverapp.NewAPIServerCommand()
@@ -167,7 +199,7 @@ func runControlPlane(args []string) int {
 
 // superviseControllerManager starts `controlplane controller-manager` once the API
 // server is ready, as a child that dies with us (Pdeathsig), and restarts it if it exits.
-func superviseControllerManager(ctx context.Context, server string, pki *pkiFiles, kubeconfig string, timeout time.Duration) {
+func superviseControllerManager(ctx context.Context, server string, pki *pkiFiles, cmArgs []string, timeout time.Duration) {
 	if err := waitReady(ctx, server, pki, timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "controller-manager not started:", err)
 		return
@@ -178,7 +210,7 @@ func superviseControllerManager(ctx context.Context, server string, pki *pkiFile
 		return
 	}
 	for ctx.Err() == nil {
-		child := exec.CommandContext(ctx, self, "controller-manager", "--kubeconfig", kubeconfig)
+		child := exec.CommandContext(ctx, self, append([]string{"controller-manager"}, cmArgs...)...)
 		child.Stdout = os.Stderr
 		child.Stderr = os.Stderr
 		child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
@@ -253,6 +285,7 @@ func startEtcd(dataDir, clientURL, peerURL string, timeout time.Duration) (*embe
 
 type pkiFiles struct {
 	caFile, serverCert, serverKey, saKey, tokenFile, token string
+	kubeletClientCert, kubeletClientKey                    string
 	caPEM                                                  []byte
 }
 
@@ -291,13 +324,32 @@ func writePKI(dir string) (*pkiFiles, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+		// 10.0.0.1 is the `kubernetes` Service (first address of the service range), which
+		// pods of a local node (tests/node) reach.
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP("10.0.0.1")},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
 	if err != nil {
 		return nil, err
 	}
 	saKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	// The API server's client certificate towards kubelets (system:masters).
+	kcKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	kcTmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(3),
+		Subject:      pkix.Name{CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(10 * 365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	kcDER, err := x509.CreateCertificate(rand.Reader, kcTmpl, caCert, &kcKey.PublicKey, caKey)
 	if err != nil {
 		return nil, err
 	}
@@ -313,15 +365,19 @@ func writePKI(dir string) (*pkiFiles, error) {
 		tokenFile:  filepath.Join(dir, "tokens.csv"),
 		token:      hex.EncodeToString(tokenBytes),
 	}
+	p.kubeletClientCert, p.kubeletClientKey = kubeletClientFiles(dir)
 	p.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
 	srvKeyDER, _ := x509.MarshalECPrivateKey(srvKey)
 	saKeyDER, _ := x509.MarshalECPrivateKey(saKey)
+	kcKeyDER, _ := x509.MarshalECPrivateKey(kcKey)
 	files := map[string][]byte{
-		p.caFile:     p.caPEM,
-		p.serverCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
-		p.serverKey:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: srvKeyDER}),
-		p.saKey:      pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: saKeyDER}),
-		p.tokenFile:  []byte(p.token + ",admin,admin-uid,system:masters\n"),
+		p.caFile:            p.caPEM,
+		p.serverCert:        pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}),
+		p.serverKey:         pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: srvKeyDER}),
+		p.saKey:             pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: saKeyDER}),
+		p.tokenFile:         []byte(p.token + ",admin,admin-uid,system:masters\n"),
+		p.kubeletClientCert: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: kcDER}),
+		p.kubeletClientKey:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kcKeyDER}),
 	}
 	for name, data := range files {
 		if err := os.WriteFile(name, data, 0o600); err != nil {
@@ -339,6 +395,7 @@ func loadOrWritePKI(dir string) (*pkiFiles, error) {
 		saKey:      filepath.Join(dir, "sa.key"),
 		tokenFile:  filepath.Join(dir, "tokens.csv"),
 	}
+	p.kubeletClientCert, p.kubeletClientKey = kubeletClientFiles(dir)
 	caPEM, errCA := os.ReadFile(p.caFile)
 	tokens, errTok := os.ReadFile(p.tokenFile)
 	if errCA != nil || errTok != nil {
@@ -347,6 +404,10 @@ func loadOrWritePKI(dir string) (*pkiFiles, error) {
 	p.caPEM = caPEM
 	p.token = strings.SplitN(string(tokens), ",", 2)[0]
 	return p, nil
+}
+
+func kubeletClientFiles(dir string) (string, string) {
+	return filepath.Join(dir, "kubelet-client.crt"), filepath.Join(dir, "kubelet-client.key")
 }
 
 func loadOrPickPorts(path string) ([]int, error) {
