@@ -58,3 +58,16 @@ chaos: install controlplane
 
 clean:
 	rm -rf .build .dev $(VENV) bench/results
+
+# --- container image (hack/image/README.md) -------------------------------------------------
+# `image`: localhost/blooio-operator:dev in the project's podman store (~/.cache/blooio-operator/
+# containers), on a Debian base built with mmdebstrap when needed (`image-base`, cached by a hash
+# of its inputs), plus .build/image/blooio-operator.oci.tar. Installs nothing: without podman it
+# names the Debian packages to install. `make test` needs no extra step: the image test
+# (tests/integration/test_image.py) runs this same build first, so it always tests the tree.
+.PHONY: image image-base
+image:
+	hack/image/build.sh
+
+image-base:
+	hack/image/build-base.sh

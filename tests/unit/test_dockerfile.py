@@ -1,10 +1,11 @@
 """The Dockerfile: lint-clean, pinned, non-root, and what it installs really works.
 
-No container engine is assumed, so the image itself is not built here. Instead the
-test does what the Dockerfile does, in the same order: build our wheel from only the
-files the Dockerfile copies, install it with its runtime dependencies (and nothing
-else) into a fresh venv that has no pip of its own, and run the console script from
-outside the source tree.
+These tests need no container engine: they read the Dockerfile, and they do what its
+builder stage does, in the same order (build our wheel from only the files the
+Dockerfile copies, install it with its runtime dependencies and nothing else into a
+fresh venv that has no pip of its own, run the console script from outside the source
+tree). The image itself is built and run as the Deployment runs it by
+tests/integration/test_image.py.
 """
 
 from __future__ import annotations
@@ -57,24 +58,29 @@ def test_hadolint_reports_nothing() -> None:
     assert result.stdout.strip() == ""
 
 
-def test_both_stages_use_the_pinned_slim_base() -> None:
+def final_stage() -> list[tuple[str, str]]:
+    steps = instructions()
+    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
+    return steps[last_from:]
+
+
+def test_build_stages_use_the_pinned_slim_base_and_the_final_one_is_scratch() -> None:
     args = {}
     for word, rest in instructions():
         if word == "ARG" and "=" in rest:
             name, _, value = rest.partition("=")
             args[name] = value
     froms = [rest for word, rest in instructions() if word == "FROM"]
-    assert len(froms) == 2, "expected a builder and a runtime stage"
-    for line in froms:
+    assert froms[-1] == "scratch", "the final stage flattens the rootfs stage"
+    assert len(froms) == 3, "expected builder, rootfs and final stages"
+    for line in froms[:-1]:
         image = line.split()[0]
         image = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image)
         assert image == BASE_IMAGE
 
 
 def test_runtime_stage_is_non_root_and_runs_the_console_script() -> None:
-    steps = instructions()
-    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
-    runtime = steps[last_from:]
+    runtime = final_stage()
     users = [rest for word, rest in runtime if word == "USER"]
     assert users, "runtime stage has no USER"
     uid, _, gid = users[-1].partition(":")
@@ -83,8 +89,18 @@ def test_runtime_stage_is_non_root_and_runs_the_console_script() -> None:
     assert not gid or (gid.isdigit() and int(gid) != 0)
     assert ("ENTRYPOINT", '["/opt/venv/bin/blooio-operator"]') in runtime
     assert ("CMD", '["run", "--all-namespaces"]') in runtime
-    # The runtime stage gets wheels only, never the source tree.
-    assert not [rest for word, rest in runtime if word in ("COPY", "ADD")]
+    # The final stage takes the pip-less root filesystem and the venv from the other
+    # stages, never anything from the build context.
+    copies = [rest for word, rest in runtime if word in ("COPY", "ADD")]
+    assert copies == ["--from=rootfs / /", "--from=builder /opt/venv /opt/venv"]
+    env = " ".join(rest for word, rest in runtime if word == "ENV")
+    assert "PATH=/opt/venv/bin:" in env, "FROM scratch has no PATH of its own"
+
+
+def test_oci_labels_name_source_and_revision() -> None:
+    labels = " ".join(rest for word, rest in final_stage() if word == "LABEL")
+    for key in ("title", "source", "revision", "version", "licenses"):
+        assert f"org.opencontainers.image.{key}=" in labels, key
 
 
 def dockerignored(rel: str) -> bool:
