@@ -87,24 +87,53 @@ def project_root() -> Path:
     return find_source_dir().parents[1]
 
 
+def _sigterm_is_ctrl_c() -> None:
+    """Make SIGTERM (``timeout``, supervisors, IDE stop buttons) unwind like Ctrl-C.
+
+    Python's default SIGTERM action ends the process at once, skipping every ``finally``,
+    so the children started here (simulator, apiserver + etcd, controller-manager,
+    operator) would be left running.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
+def _wait_for_stop() -> None:
+    """Block until SIGINT or SIGTERM (both arrive as KeyboardInterrupt)."""
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        return
+
+
 def run_controlplane(args: argparse.Namespace) -> int:
+    _sigterm_is_ctrl_c()
     binary = ensure_binary()
     if args.build_only:
         print(binary)
         return 0
     cp = ControlPlane(Path(args.state_dir).resolve(), binary=binary)
-    cp.start()
-    print(f"control plane ready: KUBECONFIG={cp.kubeconfig}", flush=True)
     try:
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        cp.start()
+        print(f"control plane ready: KUBECONFIG={cp.kubeconfig}", flush=True)
+        _wait_for_stop()
+    except KeyboardInterrupt:
+        pass
     finally:
         cp.stop()
     return 0
 
 
 def run_dev(args: argparse.Namespace) -> int:
+    _sigterm_is_ctrl_c()
     try:
         return _run_dev(args)
+    except KeyboardInterrupt:
+        return 0
     except (ControlPlaneError, RuntimeError, subprocess.CalledProcessError) as exc:
         print(f"blooio-operator dev: {exc}", file=sys.stderr)
         return 1
@@ -150,7 +179,7 @@ def _run_dev(args: argparse.Namespace) -> int:
             flush=True,
         )
         if args.no_operator:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            _wait_for_stop()
             return 0
         return _run_operator(kubeconfig, sim.url, args)
     finally:

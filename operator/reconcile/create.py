@@ -146,10 +146,23 @@ async def install(
         await ctx.save_status()
 
 
-async def list_now(ctx: WebhookContext, client: BlooioClient) -> list[Webhook]:
-    """Every webhook of this resource's key, listed no earlier than now (shared per key)."""
+async def list_now(
+    ctx: WebhookContext, client: BlooioClient, intents: list[Pending]
+) -> list[Webhook]:
+    """Every webhook of this resource's key, listed late enough to show what ``intents``
+    could have created (shared per key: one list serves every resource that needs it).
+
+    A list is late enough once it started after each intent's POST could no longer be
+    waiting for an answer (its start plus the client timeout plus the recovery delay), or
+    started now. Later commits still (a request Blooio held longer than the client waited)
+    are what ``status.abandoned`` watches for.
+    """
     assert ctx.key_id is not None
-    snapshot = await ctx.deps.snapshots.fresh(ctx.key_id, client, after=time.time())
+    settings = ctx.settings
+    settled = max((parse_iso(i.started_at) or 0.0) for i in intents) if intents else 0.0
+    settled += settings.http_timeout_seconds + settings.recovery_delay_seconds
+    after = min(time.time(), settled)
+    snapshot = await ctx.deps.snapshots.fresh(ctx.key_id, client, after=after)
     return list(snapshot.webhooks.values())
 
 
@@ -178,7 +191,7 @@ async def recover_pending(ctx: WebhookContext, client: BlooioClient) -> None:
         # The new webhook is installed; only the old one is left to delete.
         await updating.finish_replace(ctx, client, pending.old_webhook_id)
         return
-    hooks = await list_now(ctx, client)
+    hooks = await list_now(ctx, client, [pending])
     matches = candidates(ctx, hooks, pending)
     own = await ctx.kube.read_secret(ctx.namespace, ctx.secret_name)
     in_secret = (

@@ -43,7 +43,7 @@ async def finalize(ctx: WebhookContext) -> None:
     client = await ctx.blooio()
     if intents:
         # An interrupted create may have left a webhook we never recorded.
-        hooks = await list_now(ctx, client)
+        hooks = await list_now(ctx, client, intents)
         for intent in intents:
             ids += [h.id for h in candidates(ctx, hooks, intent) if h.id not in ids]
     for webhook_id in ids:
