@@ -73,6 +73,13 @@ def targets(run: dict[str, Any]) -> list[dict[str, Any]]:
             restart["kube_writes"]["total"],
             restart["kube_writes"]["total"] == 0,
         ),
+        # The figures above mean something only if the restarted operator still works.
+        _target(
+            "restart: new resource Ready (s)",
+            "Ready",
+            restart.get("new_resource_ready_s"),
+            restart.get("new_resource_ready_s") is not None,
+        ),
     ]
     return out
 
@@ -267,6 +274,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"{r.get('loadavg_1m_at_start', 'n/a')} / {r.get('loadavg_1m_at_end', 'n/a')}"
             for r in runs
         ],
+    )
+    row(
+        "restart: new resource applied right after it, Ready in (s)",
+        [
+            str(r["operator"]["restart"].get("new_resource_ready_s"))
+            + _mark(r, "restart: new resource Ready (s)")
+            for r in runs
+        ],
+        "Ready",
     )
     row(
         "restart: Ready before / after (of total)",

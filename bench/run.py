@@ -37,7 +37,14 @@ from typing import Any
 from bench import report
 from bench.audit import summarize
 from bench.kube import Kube, bwh_path
-from bench.measure import ReadyTracker, apply_burst, apply_paced, is_ready, phase_result
+from bench.measure import (
+    ReadyTracker,
+    apply_burst,
+    apply_paced,
+    is_ready,
+    phase_result,
+    webhook_body,
+)
 from bench.world import (
     FLOOR_USER,
     OPERATOR_USER,
@@ -258,7 +265,26 @@ async def operator_pass(
     mark = world.audit.mark()
     cpu0 = cpu_snapshot(world.pids())
     proc2, startup2 = await asyncio.to_thread(handle.start)
-    await asyncio.sleep(args.restart_window)
+    # Liveness: a new resource applied right after the restart must become Ready (a
+    # restart that "costs nothing" because nothing runs any more is a failure). It goes
+    # to its own namespace, so its writes and its POST are told apart from the window's.
+    probe_ns, probe = "bench-probe", "after-restart"
+    await kube.create_namespace(probe_ns)
+    await kube.create(bwh_path(probe_ns), webhook_body(probe_ns, probe))
+    applied_at = time.monotonic()
+    probe_ready_s: float | None = None
+    deadline = applied_at + max(args.restart_window, 60.0 + n / 100)
+    while time.monotonic() < deadline:
+        if is_ready(await kube.get(bwh_path(probe_ns, probe))):
+            probe_ready_s = time.monotonic() - applied_at
+            break
+        await asyncio.sleep(0.1)
+    log(
+        f"N={n}: new resource after the restart Ready in "
+        + (f"{probe_ready_s:.2f}s" if probe_ready_s is not None else "NEVER")
+    )
+    remaining = args.restart_window - (time.monotonic() - proc2.started_at)
+    await asyncio.sleep(max(0.0, remaining))
     window_s = time.monotonic() - proc2.started_at
     cpu1 = cpu_snapshot(world.pids(operator=proc2.pid))
     cpu0["operator"] = 0.0
@@ -267,6 +293,7 @@ async def operator_pass(
     after = proc2.sample_now()
     ready_after, _ = await count_ready(kube, ns)
     non_list = {k2: v for k2, v in calls.items() if k2 != LIST_ENDPOINT}
+    probe_calls = 1 if probe_ready_s is not None else calls.get(POST_ENDPOINT, 0)
     out["restart"] = {
         "resources": total,
         "ready_before": ready_before,
@@ -275,8 +302,16 @@ async def operator_pass(
         "startup_s": round(startup2, 2),
         "window_s": round(window_s, 1),
         "blooio_calls": calls,
-        "blooio_calls_excluding_list": sum(non_list.values()),
-        "kube_writes": summarize(writes, OPERATOR_USER),
+        # The new resource's one POST is its own; everything else counts against restart.
+        "blooio_calls_excluding_list": sum(non_list.values()) - probe_calls,
+        "kube_writes": summarize(writes, OPERATOR_USER, {ns}),
+        "new_resource_ready_s": round(probe_ready_s, 2) if probe_ready_s is not None else None,
+        "new_resource_ready_from_start_s": (
+            round(applied_at - proc2.started_at + probe_ready_s, 2)
+            if probe_ready_s is not None
+            else None
+        ),
+        "new_resource_kube_writes": summarize(writes, OPERATOR_USER, {probe_ns})["total"],
         "rss_mib": round(after.rss / 2**20, 1),
         "peak_rss_mib": round(proc2.hwm_bytes / 2**20, 1),
         "cpu_s": round(after.cpu, 2),
