@@ -18,6 +18,16 @@ class Settings(BaseSettings):
         default=None, description="Operator-wide default Blooio API key."
     )
     api_url: str = Field(default="https://api.blooio.com/v4", description="Blooio V4 base URL.")
+    default_key_namespaces: str = Field(
+        default="*",
+        description="Comma-separated namespace globs whose resources may use the default key "
+        "(resources elsewhere need spec.credentialsRef); empty: no namespace may.",
+    )
+    credentials_require_label: bool = Field(
+        default=True,
+        description="A Secret named by spec.credentialsRef must carry the label "
+        "blooio.com/credentials=true (its owner's consent to be used as a Blooio key).",
+    )
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     http_timeout_seconds: float = Field(default=10.0, gt=0)
@@ -29,7 +39,7 @@ class Settings(BaseSettings):
     max_workers: int = Field(
         default=50,
         ge=1,
-        description="Resources handled at once (kopf's worker limit); the rest wait their turn.",
+        description="Resources worked on at once (our own bound, not kopf's worker limit).",
     )
     worker_idle_seconds: float = Field(
         default=0.05,
@@ -47,6 +57,36 @@ class Settings(BaseSettings):
         default=3.0,
         ge=0,
         description="Wait after a create whose outcome is unknown before listing to recover.",
+    )
+    deliveries_health_interval_seconds: float = Field(
+        default=600.0,
+        ge=0,
+        description="Delivery health: one GET /webhooks/{id}/deliveries per resource per "
+        "interval, spread over it (0 = off).",
+    )
+    deliveries_health_pages: int = Field(
+        default=1, ge=1, le=50, description="Pages (of 200) one health check reads at most."
+    )
+    replay_grace_seconds: float = Field(
+        default=90.0,
+        ge=0,
+        description="After a signing-secret change, wait this long (the kubelet's refresh of "
+        "a mounted Secret) before looking for deliveries the receiver rejected.",
+    )
+    replay_window_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="How long after a signing-secret change (or a replay request) replays "
+        "are retried before giving up (0 = no replays after rotations).",
+    )
+    replay_probe_delay_seconds: float = Field(
+        default=15.0, gt=0, description="How long after a replay its outcome is checked."
+    )
+    replay_pages: int = Field(
+        default=10, ge=1, le=100, description="Pages (of 200) a replay decision reads at most."
+    )
+    replay_max_deliveries: int = Field(
+        default=500, ge=1, description="Deliveries replayed at most per rotation or request."
     )
     metrics_port: int | None = None
     crash_point: str | None = Field(

@@ -100,6 +100,31 @@ class _Safety(enum.Enum):
 
 
 # Failures that happen before the request left: retrying them cannot duplicate anything.
+# Transport errors whose text comes from the network side (socket errors, timeouts, a
+# peer closing): worth showing. Any other one (LocalProtocolError "Illegal header value
+# b'Bearer ...'", InvalidURL, ...) may quote what we were about to send, headers
+# included, so only its type name is kept.
+_TELLING: tuple[type[httpx.RequestError], ...] = (
+    httpx.TimeoutException,
+    httpx.ConnectError,
+    httpx.ReadError,
+    httpx.WriteError,
+    httpx.CloseError,
+    httpx.RemoteProtocolError,
+)
+_MAX_DETAIL = 160
+
+
+def _transport_detail(exc: httpx.RequestError, redact: tuple[str, ...]) -> str:
+    name = type(exc).__name__
+    if not isinstance(exc, _TELLING):
+        return name
+    text = clean_text(str(exc), redact)
+    if len(text) > _MAX_DETAIL:
+        text = text[: _MAX_DETAIL - 3] + "..."
+    return f"{name}: {text}" if text else name
+
+
 _NOT_SENT: tuple[type[httpx.RequestError], ...] = (
     httpx.ConnectError,
     httpx.ConnectTimeout,
@@ -337,7 +362,8 @@ class BlooioClient:
                 failure = self._transport_failure(exc, method, path, safety)
                 retryable = safety is _Safety.IDEMPOTENT or isinstance(exc, _NOT_SENT)
                 if not retryable or attempt >= policy.max_retries:
-                    raise failure from exc
+                    # A cause that may quote our headers stays out of any traceback.
+                    raise failure from (exc if isinstance(exc, _TELLING) else None)
             else:
                 if response.is_success:
                     return response
@@ -436,7 +462,7 @@ class BlooioClient:
     def _transport_failure(
         self, exc: httpx.RequestError, method: str, path: str, safety: _Safety
     ) -> BlooioError:
-        detail = f"{type(exc).__name__}: {clean_text(str(exc), self._redact())}"
+        detail = _transport_detail(exc, self._redact())
         if safety is _Safety.CREATE and not isinstance(exc, _NOT_SENT):
             return CreateOutcomeUnknown(
                 f"no answer after the request was sent ({detail});"

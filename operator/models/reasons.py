@@ -30,6 +30,9 @@ CREDENTIALS_CHANGED: Final = "CredentialsChanged"
 SECRET_CONFLICT: Final = "SecretConflict"
 AMBIGUOUS_RECOVERY: Final = "AmbiguousRecovery"
 ADOPTION_FAILED: Final = "AdoptionFailed"
+CREDENTIALS_NOT_ALLOWED: Final = "CredentialsNotAllowed"
+WEBHOOK_CLAIMED: Final = "WebhookClaimed"
+WRITE_REJECTED: Final = "WriteRejected"
 
 # Event reasons.
 CREATED: Final = "Created"
@@ -71,6 +74,9 @@ EVENT_REASONS: Final = frozenset(
         SECRET_CONFLICT,
         AMBIGUOUS_RECOVERY,
         ADOPTION_FAILED,
+        CREDENTIALS_NOT_ALLOWED,
+        WEBHOOK_CLAIMED,
+        WRITE_REJECTED,
         REMOTE_ERROR,
         RATE_LIMITED,
     }
@@ -85,3 +91,8 @@ ANNOTATION_SKIP_REMOTE_DELETE: Final = "blooio.com/skip-remote-delete"
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
 MANAGED_BY: Final = "blooio-operator"
 LABEL_WEBHOOK: Final = "blooio.com/webhook"
+
+# A Secret opts in to being used as credentials (spec.credentialsRef) with this label
+# set to "true"; while a BlooioWebhook uses it, it carries the finalizer below.
+LABEL_CREDENTIALS: Final = "blooio.com/credentials"
+CREDENTIALS_FINALIZER: Final = "blooio.com/credentials-in-use"

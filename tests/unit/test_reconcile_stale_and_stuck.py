@@ -197,7 +197,9 @@ async def test_switch_to_a_key_of_another_account_never_creates_there(world: Wor
     other = FakeBlooio(world.journal, name="other")
     world.pool.by_key["bk_other_account"] = other
     old_id = await world.ready()
-    world.kube.put_secret(NAMESPACE, "k", {"api-key": "bk_other_account"})
+    world.kube.put_secret(
+        NAMESPACE, "k", {"api-key": "bk_other_account"}, labels={"blooio.com/credentials": "true"}
+    )
     world.edit_spec(credentialsRef={"name": "k"}, url=NEW_URL)
 
     err = await world.run()
@@ -288,6 +290,22 @@ async def test_fresh_list_is_never_older_than_asked(world: World) -> None:
     newer = await cache.fresh("k", world.blooio, after=time.time() + 0.001)
     assert newer.fetched_at >= first.fetched_at
     assert world.blooio.count("list_webhooks") == 2
+
+
+async def test_clients_of_unused_keys_are_dropped() -> None:
+    from pydantic import SecretStr
+
+    from blooio_operator.blooio import ClientPool
+
+    pool = ClientPool("http://127.0.0.1:9/v4", idle_seconds=0.05)
+    try:
+        pool.get(SecretStr("bk_a"))
+        assert len(pool) == 1
+        await asyncio.sleep(0.1)
+        pool.get(SecretStr("bk_b"))
+        assert len(pool) == 1  # bk_a dropped
+    finally:
+        await pool.aclose()
 
 
 def test_lifecycle_stays_small() -> None:
