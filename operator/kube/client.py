@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import json
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -50,9 +51,39 @@ class KubeForbidden(KubeError):
     pass
 
 
-def _convert(exc: ApiException, action: str) -> KubeError:
+class KubeInvalid(KubeError):
+    """422: the API server rejected what we sent (e.g. a label value that cannot be).
+
+    ``detail`` is the API server's explanation (field paths and rules), with every value
+    passed as ``redact`` removed; it is meant for a condition message.
+    """
+
+    def __init__(self, status: int | None, reason: str, action: str, detail: str) -> None:
+        super().__init__(status, reason, action)
+        self.detail = detail
+
+
+MAX_DETAIL = 400
+
+
+def _invalid_detail(exc: ApiException, redact: tuple[str, ...]) -> str:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    text = " ".join(str(message or exc.reason or "invalid").split())
+    for value in redact:
+        if value:
+            text = text.replace(value, "[REDACTED]")
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 3] + "..."
+
+
+def _convert(exc: ApiException, action: str, redact: tuple[str, ...] = ()) -> KubeError:
     status = int(exc.status) if exc.status else None
     reason = str(exc.reason or "")
+    if status == 422:
+        return KubeInvalid(status, reason, action, _invalid_detail(exc, redact))
     cls: type[KubeError] = {404: KubeNotFound, 409: KubeConflict, 403: KubeForbidden}.get(
         status or 0, KubeError
     )
@@ -65,6 +96,11 @@ def _retry_after(exc: ApiException) -> float | None:
         return min(float(headers.get("Retry-After", "")), 10.0)
     except ValueError:
         return None
+
+
+# Marks a Secret written by the operator for the BlooioWebhook with this uid, also when
+# it carries no ownerReference (deletionPolicy Orphan: see KubeClient.write_secret).
+OWNER_UID_ANNOTATION = "blooio.com/owner-uid"
 
 
 @dataclass(frozen=True)
@@ -89,12 +125,18 @@ class SecretView:
     """What the operator needs to know about a Secret."""
 
     name: str
-    data: dict[str, bytes]
+    data: dict[str, bytes] = field(repr=False)  # Secret bytes: never in a repr or a log
     owner_uids: frozenset[str]
     controller_uid: str | None
     labels: dict[str, str]
     annotations: dict[str, str]
     resource_version: str | None
+    finalizers: tuple[str, ...] = ()
+    deleting: bool = False  # metadata.deletionTimestamp is set
+
+    def owned_by(self, uid: str) -> bool:
+        """Written by the operator for the resource ``uid`` (with or without ownerReference)."""
+        return self.controller_uid == uid or self.annotations.get(OWNER_UID_ANNOTATION) == uid
 
 
 def load_api_client() -> k8s.ApiClient:
@@ -116,7 +158,14 @@ class KubeClient:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kube")
         self.writes = 0
 
-    async def _call(self, action: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _call(
+        self,
+        action: str,
+        fn: Callable[..., T],
+        *args: Any,
+        redact: tuple[str, ...] = (),
+        **kwargs: Any,
+    ) -> T:
         loop = asyncio.get_running_loop()
         for attempt in range(4):
             try:
@@ -127,7 +176,7 @@ class KubeClient:
                 # 429 from the API server's in-flight limits means "not processed": safe
                 # to repeat even for a create. Anything else is the reconcile layer's call.
                 if exc.status != 429 or attempt == 3:
-                    raise _convert(exc, action) from None
+                    raise _convert(exc, action, redact) from None
                 await asyncio.sleep(_retry_after(exc) or 0.25 * 2**attempt)
         raise AssertionError("unreachable")
 
@@ -158,6 +207,8 @@ class KubeClient:
             labels=dict(meta.labels or {}),
             annotations=dict(meta.annotations or {}),
             resource_version=meta.resource_version,
+            finalizers=tuple(meta.finalizers or ()),
+            deleting=meta.deletion_timestamp is not None,
         )
 
     async def read_secret_value(self, namespace: str, name: str, key: str) -> str | None:
@@ -178,8 +229,13 @@ class KubeClient:
         owner: OwnerRef | None,
         exists: bool,
     ) -> None:
-        """Create or replace the Secret with exactly this data (type Opaque)."""
-        body = {
+        """Create or replace the Secret with exactly this data (type Opaque).
+
+        ``owner`` None: no ownerReference at all (deletionPolicy Orphan: under foreground
+        deletion the garbage collector deletes dependents before any finalizer could
+        release them); an existing one of ours is removed.
+        """
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "Opaque",
@@ -199,12 +255,16 @@ class KubeClient:
             patch = dict(body)
             patch["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
             patch.pop("stringData")
+            if owner is None:
+                # Strategic merge: null removes the list (a [] would merge into it).
+                patch["metadata"] = {**body["metadata"], "ownerReferences": None}
             await self._call(
                 f"patch Secret {namespace}/{name}",
                 self._core.patch_namespaced_secret,
                 name,
                 namespace,
                 patch,
+                redact=tuple(data.values()),
             )
         else:
             await self._call(
@@ -212,7 +272,33 @@ class KubeClient:
                 self._core.create_namespaced_secret,
                 namespace,
                 body,
+                redact=tuple(data.values()),
             )
+
+    async def add_secret_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
+        """Add ``finalizer`` to a Secret (strategic merge: a set, no read needed)."""
+        self.writes += 1
+        await self._call(
+            f"add finalizer to Secret {namespace}/{name}",
+            self._core.patch_namespaced_secret,
+            name,
+            namespace,
+            {"metadata": {"finalizers": [finalizer]}},
+        )
+
+    async def remove_secret_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
+        """Remove ``finalizer`` from a Secret, if it is still there."""
+        self.writes += 1
+        try:
+            await self._call(
+                f"remove finalizer from Secret {namespace}/{name}",
+                self._core.patch_namespaced_secret,
+                name,
+                namespace,
+                {"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}},
+            )
+        except KubeNotFound:
+            pass
 
     async def release_secret(self, namespace: str, name: str, owner_uid: str) -> None:
         """Remove our ownerReference so the Secret survives the resource (Orphan)."""
@@ -299,6 +385,18 @@ class KubeClient:
             namespace,
             body,
         )
+
+    async def list_webhook_resources(self, namespace: str) -> list[dict[str, Any]]:
+        """Every BlooioWebhook of ``namespace``, as the API server has them now."""
+        obj: Any = await self._call(
+            f"list BlooioWebhooks in {namespace}",
+            self._custom.list_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+        )
+        return [dict(item) for item in obj.get("items", [])]
 
     async def read_webhook_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:

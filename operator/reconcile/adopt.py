@@ -12,6 +12,15 @@ from blooio_operator.reconcile.remote import channel_of, patch_to_spec
 
 
 async def adopt(ctx: WebhookContext, client: BlooioClient, webhook_id: str) -> None:
+    if webhook_id in ctx.claimed_ids:
+        # Checked before any call: with a shared key, anyone could otherwise take over
+        # (PATCH, rotate, later delete) a webhook another team's resource holds.
+        raise PermanentFailure(
+            reasons.ADOPTION_FAILED,
+            f"{reasons.ANNOTATION_ADOPT}: webhook {webhook_id} is held by another "
+            "BlooioWebhook, and a webhook can belong to one resource only. Nothing was "
+            "changed at Blooio; remove the annotation.",
+        )
     await secrets.assert_secret_writable(ctx)
     try:
         webhook = await client.get_webhook(webhook_id)

@@ -7,7 +7,6 @@ patches only the fields that changed (nothing at all when nothing did).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Container, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,10 +18,10 @@ from blooio_operator.blooio import BlooioClient, ClientPool
 from blooio_operator.kube import KubeClient, OwnerRef
 from blooio_operator.kube.client import SecretView
 from blooio_operator.metrics import Metrics
-from blooio_operator.models import reasons
 from blooio_operator.models.resource import WebhookSpec, WebhookStatus
+from blooio_operator.reconcile import credentials
 from blooio_operator.reconcile.crash import CrashPoints
-from blooio_operator.reconcile.errors import CredentialsFailure
+from blooio_operator.reconcile.credentials import key_id
 from blooio_operator.reconcile.snapshots import SnapshotCache
 from blooio_operator.settings import Settings
 
@@ -49,11 +48,6 @@ def ms_to_iso(ms: int | None) -> str | None:
     if ms is None:
         return None
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def key_id(api_key: str) -> str:
-    """A short, non-reversible name for an API key (grouping, never the key)."""
-    return hashlib.sha256(api_key.encode()).hexdigest()[:12]
 
 
 def merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +81,7 @@ class Deps:
 
 @dataclass
 class WebhookContext:
-    deps: Deps
+    deps: Deps = field(repr=False)
     namespace: str
     name: str
     uid: str
@@ -104,7 +98,8 @@ class WebhookContext:
     status_sink: MutableMapping[str, Any] | None = None
     writes: int = 0  # status patches made through this context
     secret_fresh: bool = False  # the Secret was written in this reconcile
-    secret_view: SecretView | None = None  # the Secret as create() checked it
+    # The Secret as create() checked it: its bytes never go into a repr.
+    secret_view: SecretView | None = field(default=None, repr=False)
     secret_view_known: bool = False
     _saved: dict[str, Any] = field(default_factory=dict)
     _key_id: str | None = None
@@ -184,27 +179,15 @@ class WebhookContext:
         self.deps.crash(point)
 
     async def blooio(self) -> BlooioClient:
-        """The client for this resource's API key (credentialsRef, else the default)."""
-        ref = self.spec.credentials_ref
-        if ref is not None:
-            value = await self.kube.read_secret_value(self.namespace, ref.name, ref.key)
-            if not value:
-                raise CredentialsFailure(
-                    reasons.CREDENTIALS_MISSING,
-                    f"spec.credentialsRef: Secret {self.namespace}/{ref.name} has no key "
-                    f"{ref.key!r} (or does not exist); create it, the operator retries.",
-                    delay=self.settings.credentials_retry_seconds,
-                )
-        else:
-            secret = self.settings.api_key
-            value = secret.get_secret_value().strip() if secret else ""
-            if not value:
-                raise CredentialsFailure(
-                    reasons.CREDENTIALS_MISSING,
-                    "No Blooio API key: set spec.credentialsRef or configure the operator's "
-                    "default key (BLOOIO_API_KEY).",
-                    delay=self.settings.credentials_retry_seconds,
-                )
+        """The client for this resource's API key (credentialsRef, else the default).
+
+        The key is checked first (``credentials``: opt-in label, shape, namespace
+        allow-list), and so is the webhook (not one another resource holds), so nothing is
+        sent to Blooio for a resource that may not act.
+        """
+        value = await credentials.resolve_key(self)
+        if not self.deleting:
+            credentials.assert_holds_webhook(self)
         self._key_id = key_id(value)
         return self.deps.clients.get(SecretStr(value))
 

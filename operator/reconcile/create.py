@@ -194,9 +194,7 @@ async def recover_pending(ctx: WebhookContext, client: BlooioClient) -> None:
     hooks = await list_now(ctx, client, [pending])
     matches = candidates(ctx, hooks, pending)
     own = await ctx.kube.read_secret(ctx.namespace, ctx.secret_name)
-    in_secret = (
-        own.data.get(secrets.ID_KEY, b"").decode() if own and own.controller_uid == ctx.uid else ""
-    )
+    in_secret = own.data.get(secrets.ID_KEY, b"").decode() if own and own.owned_by(ctx.uid) else ""
     by_secret = [m for m in matches if m.id == in_secret]
     if by_secret:
         # Crashed after the Secret was written: it already holds this webhook's secret.

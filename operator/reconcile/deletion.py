@@ -1,15 +1,27 @@
-"""The finalizer: apply ``spec.deletionPolicy`` to the webhook(s) this resource owns."""
+"""The finalizer: apply ``spec.deletionPolicy`` to the webhook(s) this resource owns.
+
+A webhook another resource also records is never touched (it is theirs too), and the
+credentials Secret's finalizer is released once no other resource refers to it.
+"""
 
 from __future__ import annotations
 
 from blooio_operator.blooio import NotFound, UpdateWebhookRequest
 from blooio_operator.models import reasons
+from blooio_operator.reconcile import credentials
 from blooio_operator.reconcile.context import WebhookContext
 from blooio_operator.reconcile.create import candidates, list_now
 
 
 async def finalize(ctx: WebhookContext) -> None:
     """The finalizer: apply spec.deletionPolicy to the webhook(s) this resource owns."""
+    await _apply_policy(ctx)
+    ref = ctx.spec.credentials_ref
+    if ref is not None:
+        await credentials.release_if_unused(ctx.kube, ctx.namespace, ref.name, except_uid=ctx.uid)
+
+
+async def _apply_policy(ctx: WebhookContext) -> None:
     st, spec = ctx.status, ctx.spec
     secret_names = {ctx.secret_name, *([st.secret_name] if st.secret_name else [])}
     if ctx.annotations.get(reasons.ANNOTATION_SKIP_REMOTE_DELETE) == "true":
@@ -23,6 +35,7 @@ async def finalize(ctx: WebhookContext) -> None:
         )
         return
     if spec.deletion_policy == "Orphan":
+        # Secrets written under Orphan carry no ownerReference; earlier ones may.
         for name in secret_names:
             await ctx.kube.release_secret(ctx.namespace, name, ctx.uid)
         ctx.events.normal(
@@ -40,6 +53,11 @@ async def finalize(ctx: WebhookContext) -> None:
     intents = [*([st.pending] if st.pending else []), *(st.abandoned or [])]
     if not ids and not intents:
         return  # nothing was ever created
+    held = [i for i in ids if i in ctx.claimed_ids]
+    ids = [i for i in ids if i not in held]
+    if not ids and not intents:
+        _left_alone(ctx, held)
+        return  # no call at all: the key may not even be usable any more
     client = await ctx.blooio()
     if intents:
         # An interrupted create may have left a webhook we never recorded.
@@ -55,8 +73,20 @@ async def finalize(ctx: WebhookContext) -> None:
         except NotFound:
             pass
     ctx.crash("after-remote-delete")
+    _left_alone(ctx, held)
+    if held and not ids:
+        return
     done = ", ".join(ids) or "(none)"
     if spec.deletion_policy == "Disable":
         ctx.events.normal(reasons.DISABLED, f"deletionPolicy Disable: disabled {done} at Blooio.")
     else:
         ctx.events.normal(reasons.DELETED, f"Deleted webhook {done} at Blooio.")
+
+
+def _left_alone(ctx: WebhookContext, held: list[str]) -> None:
+    if held:
+        ctx.events.normal(
+            reasons.DELETED,
+            f"Webhook {', '.join(held)} is also held by another BlooioWebhook; left in "
+            "place at Blooio.",
+        )

@@ -3,8 +3,8 @@
 Every failure the reconcile layer sees becomes one of three outcomes:
 
 * ``PermanentFailure`` — a human must change something in the spec (Blooio 400/422, an
-  ambiguous recovery): ``Stalled=True``, a Warning Event, no retry until the spec or an
-  annotation changes.
+  ambiguous recovery, a Kubernetes 422 on a write of ours): ``Stalled=True``, a Warning
+  Event, no retry until the spec or an annotation changes.
 * ``CredentialsFailure`` — missing or rejected API key, or a Secret we may not
   overwrite: ``Stalled=True`` and a slow retry, so a fixed key is picked up without
   editing the resource.
@@ -30,6 +30,7 @@ from blooio_operator.blooio import (
     backoff_delay,
 )
 from blooio_operator.kube import KubeError, KubeForbidden
+from blooio_operator.kube.client import KubeInvalid
 from blooio_operator.models import reasons
 from blooio_operator.settings import Settings
 
@@ -124,6 +125,15 @@ def classify(exc: Exception, *, settings: Settings, attempt: int, action: str) -
             reasons.REMOTE_ERROR,
             f"Blooio unreachable during {action}: {exc}; retrying.",
             delay=transient_delay(settings, attempt),
+        )
+    if isinstance(exc, KubeInvalid):
+        # Retrying cannot help, and a retry after a create would recover and rotate
+        # again each time: what we write follows from the spec, so the spec must change.
+        return PermanentFailure(
+            reasons.WRITE_REJECTED,
+            f"Kubernetes rejected {action} ({exc.status}): {exc.detail}. Fix the spec "
+            "(e.g. spec.secret.labels or spec.secret.annotations); the operator will not "
+            "retry until it changes.",
         )
     if isinstance(exc, KubeForbidden):
         return CredentialsFailure(

@@ -4,10 +4,13 @@ rotating the signing secret into it.
 
 from __future__ import annotations
 
+import hashlib
+
 from pydantic import SecretStr
 
 from blooio_operator.blooio import BlooioClient, NotFound, Webhook
-from blooio_operator.kube.client import SecretView
+from blooio_operator.kube import OwnerRef
+from blooio_operator.kube.client import OWNER_UID_ANNOTATION, SecretView
 from blooio_operator.models import reasons
 from blooio_operator.reconcile import create as creating
 from blooio_operator.reconcile.context import WebhookContext, now_iso
@@ -50,17 +53,41 @@ async def rotate_into_secret(ctx: WebhookContext, client: BlooioClient, *, reaso
     ctx.deps.metrics.rotations.labels(reason).inc()
 
 
+MAX_LABEL_VALUE = 63
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value: itself when it fits, else a prefix and a hash of it.
+
+    Resource names may be 238 characters long, label values only 63.
+    """
+    if len(text) <= MAX_LABEL_VALUE:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"{text[: MAX_LABEL_VALUE - 11].rstrip('-._')}-{digest}"
+
+
 def secret_labels(ctx: WebhookContext) -> dict[str, str]:
     return {
         **ctx.spec.secret.labels,
         reasons.LABEL_MANAGED_BY: reasons.MANAGED_BY,
-        reasons.LABEL_WEBHOOK: ctx.name,
+        reasons.LABEL_WEBHOOK: label_value(ctx.name),
     }
+
+
+def secret_annotations(ctx: WebhookContext) -> dict[str, str]:
+    return {**ctx.spec.secret.annotations, OWNER_UID_ANNOTATION: ctx.uid}
+
+
+def secret_owner(ctx: WebhookContext) -> OwnerRef | None:
+    """No ownerReference under deletionPolicy Orphan: foreground deletion (Argo CD's
+    default) has the garbage collector delete dependents before any finalizer runs."""
+    return None if ctx.spec.deletion_policy == "Orphan" else ctx.owner
 
 
 async def assert_secret_writable(ctx: WebhookContext) -> SecretView | None:
     view = await ctx.kube.read_secret(ctx.namespace, ctx.secret_name)
-    if view is not None and view.controller_uid != ctx.uid:
+    if view is not None and not view.owned_by(ctx.uid):
         raise CredentialsFailure(
             reasons.SECRET_CONFLICT,
             f"Secret {ctx.namespace}/{ctx.secret_name} exists and is not owned by this "
@@ -86,8 +113,8 @@ async def write_secret(ctx: WebhookContext, webhook: Webhook, secret: SecretStr)
             URL_KEY: webhook.url,
         },
         labels=secret_labels(ctx),
-        annotations=dict(ctx.spec.secret.annotations),
-        owner=ctx.owner,
+        annotations=secret_annotations(ctx),
+        owner=secret_owner(ctx),
         exists=view is not None,
     )
 
@@ -118,11 +145,10 @@ async def ensure_secret(ctx: WebhookContext, client: BlooioClient) -> None:
         )
         return
     labels_ok = all(view.labels.get(k) == v for k, v in secret_labels(ctx).items())
-    annotations_ok = all(
-        view.annotations.get(k) == v for k, v in ctx.spec.secret.annotations.items()
-    )
+    annotations_ok = all(view.annotations.get(k) == v for k, v in secret_annotations(ctx).items())
     url_ok = view.data.get(URL_KEY, b"").decode() == ctx.spec.url
-    if labels_ok and annotations_ok and url_ok:
+    owner_ok = (ctx.uid in view.owner_uids) == (secret_owner(ctx) is not None)
+    if labels_ok and annotations_ok and url_ok and owner_ok:
         return
     await write_secret(ctx, recorded_webhook(ctx), SecretStr(view.data[SECRET_KEY].decode()))
 
@@ -133,7 +159,7 @@ async def move_secret(ctx: WebhookContext, client: BlooioClient, old_name: str) 
     st = ctx.status
     if (
         old is not None
-        and old.controller_uid == ctx.uid
+        and old.owned_by(ctx.uid)
         and old.data.get(SECRET_KEY)
         and (old.data.get(ID_KEY, b"").decode() == st.webhook_id)
     ):
@@ -142,5 +168,5 @@ async def move_secret(ctx: WebhookContext, client: BlooioClient, old_name: str) 
         await rotate_into_secret(ctx, client, reason="restore")
     st.secret_name = ctx.secret_name
     await ctx.save_status()
-    if old is not None and old.controller_uid == ctx.uid:
+    if old is not None and old.owned_by(ctx.uid):
         await ctx.kube.delete_secret(ctx.namespace, old_name)

@@ -326,6 +326,7 @@ class StoredSecret:
     annotations: dict[str, str] = field(default_factory=dict)
     owner_refs: list[dict[str, Any]] = field(default_factory=list)
     resource_version: int = 1
+    finalizers: list[str] = field(default_factory=list)
 
     def view(self, name: str) -> SecretView:
         return SecretView(
@@ -336,6 +337,7 @@ class StoredSecret:
             labels=dict(self.labels),
             annotations=dict(self.annotations),
             resource_version=str(self.resource_version),
+            finalizers=tuple(self.finalizers),
         )
 
 
@@ -439,6 +441,28 @@ class FakeKube:
         self._write("release_secret", name, owner_uid)
         stored.owner_refs = [r for r in stored.owner_refs if r["uid"] != owner_uid]
         stored.resource_version += 1
+
+    async def add_secret_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
+        self._write("add_secret_finalizer", name, finalizer)
+        self._maybe_fail("add_secret_finalizer")
+        stored = self.secrets.get((namespace, name))
+        if stored is None:
+            raise KubeNotFound(404, "NotFound", f"patch Secret {namespace}/{name}")
+        if finalizer not in stored.finalizers:
+            stored.finalizers.append(finalizer)
+            stored.resource_version += 1
+
+    async def remove_secret_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
+        self._write("remove_secret_finalizer", name, finalizer)
+        self._maybe_fail("remove_secret_finalizer")
+        stored = self.secrets.get((namespace, name))
+        if stored is not None and finalizer in stored.finalizers:
+            stored.finalizers.remove(finalizer)
+            stored.resource_version += 1
+
+    async def list_webhook_resources(self, namespace: str) -> list[dict[str, Any]]:
+        self._maybe_fail("list_webhook_resources")
+        return [copy.deepcopy(o) for (ns, _), o in self.objects.items() if ns == namespace]
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         self._write("delete_secret", name)

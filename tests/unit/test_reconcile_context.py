@@ -156,7 +156,9 @@ async def test_default_key_selects_the_client_and_records_a_key_id(world: World)
 async def test_credentials_ref_selects_the_per_resource_key(world: World) -> None:
     other = FakeBlooio(world.journal, name="tenant")
     world.pool.by_key["bk_tenant_key"] = other
-    world.kube.put_secret(NAMESPACE, "tenant-key", {"api-key": "bk_tenant_key\n"})
+    world.kube.put_secret(
+        NAMESPACE, "tenant-key", {"api-key": "bk_tenant_key\n"}, labels={"blooio.com/credentials": "true"}
+    )
     world.apply(default_spec(credentialsRef={"name": "tenant-key"}))
     ctx = world.ctx()
     assert await ctx.blooio() is other
@@ -172,7 +174,7 @@ async def test_credentials_ref_missing_is_credentials_missing(
     world: World, secret: dict[str, str] | None
 ) -> None:
     if secret is not None:
-        world.kube.put_secret(NAMESPACE, "tenant-key", secret)
+        world.kube.put_secret(NAMESPACE, "tenant-key", secret, labels={"blooio.com/credentials": "true"})
     world.apply(default_spec(credentialsRef={"name": "tenant-key"}))
     with pytest.raises(CredentialsFailure) as info:
         await world.ctx().blooio()

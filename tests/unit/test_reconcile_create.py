@@ -136,7 +136,10 @@ async def test_named_secret_gets_template_labels_and_annotations(world: World) -
     await world.reconcile()
     stored = world.kube.secrets[(NAMESPACE, "custom-secret")]
     assert stored.labels["team"] == "shop"
-    assert stored.annotations == {"reloader.stakater.com/match": "true"}
+    assert stored.annotations == {
+        "reloader.stakater.com/match": "true",
+        "blooio.com/owner-uid": UID,  # ours, also under deletionPolicy Orphan
+    }
     assert world.status()["secretName"] == "custom-secret"
     assert world.secret() is None  # nothing under the default name
 
