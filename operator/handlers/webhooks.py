@@ -31,7 +31,6 @@ from blooio_operator.reconcile.errors import (
     CredentialsFailure,
     PermanentFailure,
     ReconcileError,
-    classify,
 )
 from blooio_operator.reconcile.snapshots import SnapshotCache
 from blooio_operator.settings import Settings
@@ -270,7 +269,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         *,
         deleting: bool = False,
         skip_if: Callable[[WebhookContext], bool] | None = None,
-        record_failures: bool = True,
         events: EventSink | None = None,
     ) -> None:
         deps: Deps = memo["deps"]
@@ -307,12 +305,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             except Exception as exc:
                 if ctx.writes:
                     written_at[uid] = time.monotonic()
-                err: Exception
-                if not record_failures:
-                    err = classify(exc, settings=deps.settings, attempt=0, action=trigger)
-                    deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
-                    log.warning("%s/%s: %s", ctx.namespace, ctx.name, err)
-                    return
                 err = await lifecycle.record_failure(ctx, exc, action=trigger)
                 deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
                 _track(deps, uid, ctx)
