@@ -1,10 +1,12 @@
-"""Prometheus metrics: reconciles, Blooio requests, resources by condition, rotations, drift."""
+"""Prometheus metrics: reconciles, Blooio requests, resources by condition, rotations, drift,
+delivery health and replays.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -63,12 +65,52 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.deliveries_seen = Gauge(
+            "blooio_operator_webhook_deliveries",
+            "Deliveries listed by the last health check of a webhook, by outcome "
+            "(delivered, failed, pending).",
+            ["namespace", "name", "outcome"],
+            registry=self.registry,
+        )
+        self.last_delivered = Gauge(
+            "blooio_operator_webhook_last_delivered_timestamp_seconds",
+            "Creation time of the newest delivery the receiver accepted (2xx), as last seen.",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
+        self.replays = Counter(
+            "blooio_operator_delivery_replays",
+            "Delivery replays posted, by trigger (rotation, request) and result "
+            "(posted, refused, error).",
+            ["trigger", "result"],
+            registry=self.registry,
+        )
         self.resource_conditions: dict[str, str] = {}
         self.registry.register(_ConditionCollector(self))
 
     def observe_request(self, endpoint: str, status: str, seconds: float) -> None:
         self.requests.labels(endpoint, status).inc()
         self.latency.labels(endpoint).observe(seconds)
+
+    def observe_deliveries(
+        self, namespace: str, name: str, counts: dict[str, int], last_delivered: float | None
+    ) -> None:
+        for outcome, count in counts.items():
+            self.deliveries_seen.labels(namespace, name, outcome).set(count)
+        if last_delivered is not None:
+            self.last_delivered.labels(namespace, name).set(last_delivered)
+
+    def forget_webhook(self, namespace: str, name: str) -> None:
+        """Drop a deleted resource's labelled series."""
+        for outcome in ("delivered", "failed", "pending"):
+            try:
+                self.deliveries_seen.remove(namespace, name, outcome)
+            except KeyError:
+                pass
+        try:
+            self.last_delivered.remove(namespace, name)
+        except KeyError:
+            pass
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> None:  # noqa: S104 - a Pod port
         start_http_server(port, addr=addr, registry=self.registry)

@@ -279,6 +279,43 @@ class BlooioClient:
             Page[WebhookDelivery],
         )
 
+    async def list_deliveries_bounded(
+        self, webhook_id: str, *, max_pages: int
+    ) -> tuple[list[WebhookDelivery], bool]:
+        """At most ``max_pages`` pages (limit=200) of a webhook's deliveries, in the order
+        Blooio sends them (undocumented: sort them yourself), and whether that was all.
+        """
+        path = f"/webhooks/{_segment(webhook_id)}/deliveries"
+        items: list[WebhookDelivery] = []
+        cursor: str | None = None
+        seen: set[str] = set()
+        for _ in range(max(1, max_pages)):
+            params: dict[str, str | int] = {"limit": PAGE_LIMIT}
+            if cursor is not None:
+                params["cursor"] = cursor
+            response = await self._request(
+                "GET",
+                path,
+                endpoint="GET /webhooks/{id}/deliveries",
+                safety=_Safety.IDEMPOTENT,
+                params=params,
+            )
+            page = self._parse(response, Page[WebhookDelivery], "GET", path)
+            items.extend(page.data)
+            if not page.has_more and page.next_cursor is None:
+                return items, True
+            if page.next_cursor is None or page.next_cursor in seen:
+                raise UnexpectedResponse(
+                    response.status_code,
+                    "invalid_pagination",
+                    "has_more is true but next_cursor is null or repeats",
+                    method="GET",
+                    path=path,
+                )
+            cursor = page.next_cursor
+            seen.add(cursor)
+        return items, False
+
     async def replay_delivery(self, webhook_id: str, delivery_id: str) -> ReplayResult:
         """Queue a replay of a past delivery (asynchronous on Blooio's side)."""
         path = f"/webhooks/{_segment(webhook_id)}/deliveries/{_segment(delivery_id)}/replay"

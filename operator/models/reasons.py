@@ -11,6 +11,8 @@ from typing import Final
 READY: Final = "Ready"
 RECONCILING: Final = "Reconciling"
 STALLED: Final = "Stalled"
+# Informational: never changes Ready, Reconciling or Stalled (nor kstatus, nor Argo CD).
+DELIVERIES_HEALTHY: Final = "DeliveriesHealthy"
 
 # Condition reasons.
 SYNCED: Final = "Synced"
@@ -20,6 +22,14 @@ UPDATING: Final = "Updating"
 REMOTE_ERROR: Final = "RemoteError"
 RATE_LIMITED: Final = "RateLimited"
 OUTCOME_UNKNOWN: Final = "OutcomeUnknown"
+# DeliveriesHealthy reasons.
+RECEIVER_ACCEPTING: Final = "ReceiverAccepting"
+RECEIVER_REJECTING: Final = "ReceiverRejecting"
+RECEIVER_FAILING: Final = "ReceiverFailing"
+RECEIVER_UNREACHABLE: Final = "ReceiverUnreachable"
+NO_RECENT_DELIVERIES: Final = "NoRecentDeliveries"
+DELIVERIES_PENDING: Final = "DeliveriesPending"
+NEWEST_DELIVERY_UNKNOWN: Final = "NewestDeliveryUnknown"
 
 # Reasons used both as condition reasons and as Event reasons.
 VALIDATION_FAILED: Final = "ValidationFailed"
@@ -49,6 +59,9 @@ SECRET_RESTORED: Final = "SecretRestored"
 SECRET_ROTATED: Final = "SecretRotated"
 ADOPTED: Final = "Adopted"
 RECOVERED: Final = "Recovered"
+DELIVERIES_REPLAYED: Final = "DeliveriesReplayed"
+DELIVERIES_NOT_REPLAYED: Final = "DeliveriesNotReplayed"
+REPLAY_REQUEST_INVALID: Final = "ReplayRequestInvalid"
 
 EVENT_REASONS: Final = frozenset(
     {
@@ -66,6 +79,9 @@ EVENT_REASONS: Final = frozenset(
         SECRET_ROTATED,
         ADOPTED,
         RECOVERED,
+        DELIVERIES_REPLAYED,
+        DELIVERIES_NOT_REPLAYED,
+        REPLAY_REQUEST_INVALID,
         VALIDATION_FAILED,
         BAD_REQUEST,
         CREDENTIALS_MISSING,
@@ -86,6 +102,7 @@ EVENT_REASONS: Final = frozenset(
 ANNOTATION_ROTATE: Final = "blooio.com/rotate-secret"
 ANNOTATION_ADOPT: Final = "blooio.com/adopt-webhook-id"
 ANNOTATION_SKIP_REMOTE_DELETE: Final = "blooio.com/skip-remote-delete"
+ANNOTATION_REPLAY_SINCE: Final = "blooio.com/replay-failed-since"
 
 # Labels the operator puts on the Secrets it writes.
 LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"

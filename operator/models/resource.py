@@ -83,6 +83,73 @@ class Condition(_Camel):
     observed_generation: int | None = None
 
 
+class NewestDelivery(_Camel):
+    """The newest delivery a health check saw (no payload, ever)."""
+
+    id: str
+    at: str | None = None
+    status: str | None = None
+    response_code: int | None = None
+
+
+class ReplayEpisode(_Camel):
+    """Replays in progress, recorded before each replay is posted (crash-safe).
+
+    ``rotation``: deliveries the receiver rejected (401/403) after a signing-secret
+    change; ``request``: every failed delivery since ``blooio.com/replay-failed-since``.
+    """
+
+    trigger: Literal["rotation", "request"]
+    since: str  # deliveries created at or after this are considered
+    changed_at: str | None = None  # rotation: when the signing secret changed
+    token: str | None = None  # request: the annotation value
+    give_up_at: str
+    phase: Literal["waiting", "probing", "replaying", "verifying"] = "waiting"
+    started_at: str | None = None  # first replay posted (evidence of ours is newer)
+    next_at: str | None = None
+    probe_id: str | None = None  # the delivery replayed first, to see if it now succeeds
+    probe_at: str | None = None  # its replay is (about to be) posted
+    probe_replay_id: str | None = None
+    attempts: int = 0  # probes that failed
+    inflight: list[str] | None = None  # replays that may have been posted (intent)
+    inflight_at: str | None = None
+    posted: int = 0
+    skipped: int = 0  # over the bound, or refused by Blooio
+    refused: list[str] | None = None  # deliveries Blooio would not replay (e.g. 404)
+
+
+class ReplayRecord(_Camel):
+    """How the last replay episode ended."""
+
+    trigger: Literal["rotation", "request"]
+    since: str
+    finished_at: str
+    outcome: Literal["replayed", "gaveUp"]
+    replayed: int = 0
+    accepted: int = 0
+    not_replayed: int = 0
+
+
+class DeliveriesStatus(_Camel):
+    """Delivery health (a compact summary, never payloads) and replay bookkeeping."""
+
+    checked_at: str | None = None
+    complete: bool | None = None  # every listed delivery was read within the page bound
+    seen: int | None = None
+    delivered: int | None = None
+    failed: int | None = None
+    pending: int | None = None
+    newest: NewestDelivery | None = None
+    last_delivered_at: str | None = None
+    # The webhook the replay bookkeeping below refers to; another id in status.webhookId
+    # means the webhook (and with it the signing secret) was replaced.
+    webhook_id: str | None = None
+    secret_change_at: str | None = None  # the last signing-secret change dealt with
+    replay_token: str | None = None  # the last replay-failed-since value dealt with
+    replay: ReplayEpisode | None = None
+    last_replay: ReplayRecord | None = None
+
+
 class WebhookStatus(_Camel):
     observed_generation: int | None = None
     webhook_id: str | None = None
@@ -99,6 +166,7 @@ class WebhookStatus(_Camel):
     adopted_webhook_id: str | None = None
     # Fingerprint of the API key the webhook was created or adopted with (never the key).
     key_id: str | None = None
+    deliveries: DeliveriesStatus | None = None
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

@@ -84,6 +84,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="seconds to wait for a receiver when delivering events (default: %(default)s)",
     )
     parser.add_argument(
+        "--replay-delay",
+        type=float,
+        default=0.0,
+        help="seconds a queued replay waits before it is sent (its outcome arrives that much "
+        "later; default: %(default)s)",
+    )
+    parser.add_argument(
         "--insecure-deliveries",
         action="store_true",
         help="do not verify TLS certificates of receivers",
@@ -135,6 +142,7 @@ async def serve(args: argparse.Namespace) -> int:
         seed=args.seed,
         delivery_timeout=args.delivery_timeout,
         verify_tls=not args.insecure_deliveries,
+        replay_delay=args.replay_delay,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -256,6 +256,7 @@ class Simulator:
         delivery_timeout: float = 10.0,
         verify_tls: bool = True,
         max_calls_logged: int = 100_000,
+        replay_delay: float = 0.0,
     ) -> None:
         self._keys: dict[str, Principal] = {}
         self._forbidden: set[str] = set()
@@ -275,6 +276,9 @@ class Simulator:
         self.faults = Faults(latency_ms=latency_ms, jitter_ms=jitter_ms, seed=seed)
         self.calls = CallLog(max_calls_logged)
         self.delivery_timeout = delivery_timeout
+        # A queued replay waits this long (status "queued") before it is sent: V4 replay
+        # is asynchronous, and its outcome arrives later.
+        self.replay_delay = replay_delay
         self.verify_tls = verify_tls
         self._session: aiohttp.ClientSession | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -733,10 +737,10 @@ class Simulator:
         )
         record.deliveries[replay.id] = replay
         task = asyncio.get_running_loop().create_task(
-            self._attempt(
+            self._attempt_later(
                 record,
                 replay,
-                timestamp=None,
+                self.replay_delay,
                 extra_headers={"X-Blooio-Replay": "true", "X-Original-Event-Id": replay.event_id},
             )
         )
@@ -756,6 +760,18 @@ class Simulator:
                 connector=connector, headers={"User-Agent": USER_AGENT}
             )
         return self._session
+
+    async def _attempt_later(
+        self,
+        record: WebhookRecord,
+        delivery: DeliveryRecord,
+        delay: float,
+        *,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await self._attempt(record, delivery, timestamp=None, extra_headers=extra_headers)
 
     async def _attempt(
         self,

@@ -1,0 +1,292 @@
+"""kopf registrations for delivery health and replays (``reconcile.deliveries``/``replay``).
+
+* A watch-event handler keeps a slim copy of each resource (what a check needs) and,
+  from its status and annotations, when replay work is next due (a signing-secret
+  change, an episode in progress, a ``blooio.com/replay-failed-since`` value); a timer
+  per resource with work due runs the next step. Events cost no API call.
+* The health sweep: one ``GET /webhooks/{id}/deliveries`` per resource per
+  ``BLOOIO_DELIVERIES_HEALTH_INTERVAL_SECONDS``, spread evenly over the interval by
+  ``handlers.webhooks.periodic_sweep``. A check writes status only when the summary or
+  the condition changed.
+
+Every status write takes the object's lock (``memo["guards"]``, shared with the webhook
+handlers), on a resource read again under it, and records the write
+(``guards.wrote``). Events go through ``KubeEvents``: these tasks are not kopf's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import kopf
+
+from blooio_operator.blooio import BlooioError
+from blooio_operator.handlers.webhooks import KubeEvents, ObjectGuards, periodic_sweep, slim_body
+from blooio_operator.models.resource import GROUP, PLURAL, VERSION, WebhookStatus
+from blooio_operator.reconcile import replay
+from blooio_operator.reconcile.context import Deps, WebhookContext, now_iso
+from blooio_operator.reconcile.deliveries import apply_health, list_deliveries
+from blooio_operator.reconcile.errors import CredentialsFailure, ReconcileError
+from blooio_operator.settings import Settings
+
+log = logging.getLogger("blooio_operator.handlers")
+RESOURCE = (GROUP, VERSION, PLURAL)
+REPLAY_CONCURRENCY = 8
+FAILURE_RETRY_BASE_SECONDS = 10.0
+FAILURE_RETRY_CAP_SECONDS = 300.0
+
+
+class DueTimers:
+    """One timer per resource with replay work due; the step runs when it fires.
+
+    A step returns when the next one is due. While a step runs, new due times are held
+    and the earliest is applied when it ends, so one resource never runs two steps at
+    once. A step that raises is retried with capped exponential backoff.
+    """
+
+    def __init__(
+        self,
+        step: Callable[[str], Awaitable[float | None]],
+        *,
+        concurrency: int = REPLAY_CONCURRENCY,
+        failure_delay: Callable[[Exception, int], float] | None = None,
+    ) -> None:
+        self._step = step
+        self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
+        self._running: dict[str, float | None] = {}
+        self._failures: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._gate = asyncio.Semaphore(concurrency)
+        self._failure_delay = failure_delay or _default_failure_delay
+        self._closed = False
+
+    def due(self, uid: str) -> float | None:
+        entry = self._timers.get(uid)
+        return entry[0] if entry is not None else None
+
+    def set(self, uid: str, when: float | None) -> None:
+        """Work for ``uid`` is due at ``when`` (epoch s), or there is none (``None``)."""
+        if self._closed:
+            return
+        if uid in self._running:
+            if when is not None:
+                held = self._running[uid]
+                self._running[uid] = when if held is None else min(held, when)
+            return
+        entry = self._timers.get(uid)
+        if when is None:
+            if entry is not None:
+                entry[1].cancel()
+                del self._timers[uid]
+            return
+        if entry is not None:
+            if abs(entry[0] - when) < 0.001:
+                return
+            entry[1].cancel()
+        loop = asyncio.get_running_loop()
+        handle = loop.call_later(max(0.0, when - time.time()), self._fire, uid)
+        self._timers[uid] = (when, handle)
+
+    def forget(self, uid: str) -> None:
+        self.set(uid, None)
+        self._failures.pop(uid, None)
+
+    def _fire(self, uid: str) -> None:
+        self._timers.pop(uid, None)
+        task = asyncio.get_running_loop().create_task(self._run(uid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, uid: str) -> None:
+        self._running[uid] = None
+        due: float | None
+        try:
+            async with self._gate:
+                due = await self._step(uid)
+            self._failures.pop(uid, None)
+        except asyncio.CancelledError:
+            self._running.pop(uid, None)
+            raise
+        except Exception as exc:
+            count = self._failures.get(uid, 0) + 1
+            self._failures[uid] = count
+            due = time.time() + self._failure_delay(exc, count)
+            log.warning("replay step for %s failed (%s); retrying", uid, exc)
+        held = self._running.pop(uid, None)
+        if held is not None:
+            due = held if due is None else min(due, held)
+        self.set(uid, due)
+
+    async def close(self) -> None:
+        self._closed = True
+        for _, handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _default_failure_delay(exc: Exception, count: int) -> float:
+    if isinstance(exc, CredentialsFailure):
+        return float(exc.delay)
+    delay = getattr(exc, "retry_after", None) or 0.0
+    backoff = min(FAILURE_RETRY_BASE_SECONDS * 2.0 ** (count - 1), FAILURE_RETRY_CAP_SECONDS)
+    return max(float(delay), backoff)
+
+
+async def check_health(deps: Deps, guards: ObjectGuards, body: dict[str, Any]) -> bool:
+    """One health check of one resource; True when status was written."""
+    settings = deps.settings
+    ctx = WebhookContext.build(deps, body=body, events=KubeEvents(deps.kube, body))
+    webhook_id = ctx.status.webhook_id
+    if ctx.deleting or not webhook_id:
+        return False
+    try:
+        client = await ctx.blooio()
+        listing = await list_deliveries(
+            client, webhook_id, max_pages=settings.deliveries_health_pages
+        )
+    except (BlooioError, ReconcileError) as exc:
+        # Nothing known; the webhook handlers report Blooio and credential failures.
+        log.info("%s/%s: delivery health check failed: %s", ctx.namespace, ctx.name, exc)
+        return False
+    last = listing.last_delivered()
+    deps.metrics.observe_deliveries(
+        ctx.namespace,
+        ctx.name,
+        listing.counts(),
+        (last.created_at or 0) / 1000 if last is not None else None,
+    )
+    now = now_iso()
+    pages = settings.deliveries_health_pages
+    probe = ctx.status.model_copy(deep=True)
+    if not apply_health(probe, listing, generation=ctx.generation, now=now, max_pages=pages):
+        return False  # the body is moments old (kept current by watch events)
+    async with guards.locks[ctx.uid]:
+        if not await ctx.reread() or ctx.status.webhook_id != webhook_id or ctx.deleting:
+            return False
+        if not apply_health(
+            ctx.status, listing, generation=ctx.generation, now=now, max_pages=pages
+        ):
+            return False
+        await ctx.save_status()
+        guards.wrote(ctx.uid)
+    return True
+
+
+def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
+    """Register the delivery handlers (call next to ``handlers.webhooks.register``)."""
+    tracked: dict[str, dict[str, Any]] = {}  # uid -> slim body, as the last event had it
+    previous: dict[str, str] = {}  # uid -> webhook id seen before the current one
+    state: dict[str, Any] = {}
+
+    def due_for(uid: str, body: dict[str, Any]) -> float | None:
+        status = body.get("status") or {}
+        if not status.get("webhookId") or body["metadata"].get("deletionTimestamp"):
+            return None
+        try:
+            parsed = WebhookStatus.model_validate(status)
+        except ValueError:
+            return None
+        annotations = dict(body["metadata"].get("annotations") or {})
+        return replay.due_at(
+            parsed,
+            annotations,
+            settings,
+            now=time.time(),
+            previous_webhook_id=previous.get(uid),
+        )
+
+    @kopf.on.event(*RESOURCE, registry=registry, id="deliveries")
+    async def deliveries_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
+        meta = body["metadata"]
+        uid = meta["uid"]
+        timers: DueTimers | None = state.get("timers")
+        if type == "DELETED":
+            tracked.pop(uid, None)
+            previous.pop(uid, None)
+            if timers is not None:
+                timers.forget(uid)
+            deps: Deps | None = memo.get("deps")
+            if deps is not None:
+                deps.metrics.forget_webhook(meta["namespace"], meta["name"])
+            return
+        slim = slim_body(body)
+        old = tracked.get(uid)
+        old_id = (old.get("status") or {}).get("webhookId") if old is not None else None
+        new_id = slim["status"].get("webhookId")
+        if old_id and new_id and old_id != new_id:
+            previous[uid] = old_id
+        tracked[uid] = slim
+        if timers is not None:
+            timers.set(uid, due_for(uid, slim))
+
+    @kopf.on.startup(registry=registry, id="start_deliveries")
+    async def start_deliveries(memo: kopf.Memo, **_: Any) -> None:
+        deps: Deps | None = memo.get("deps")
+        guards: ObjectGuards | None = memo.get("guards")
+        if deps is None or guards is None:
+            raise kopf.TemporaryError("waiting for the webhook handlers' startup", delay=1)
+
+        async def step(uid: str) -> float | None:
+            body = tracked.get(uid)
+            if body is None:
+                return None
+            async with guards.locks[uid]:
+                ctx = WebhookContext.build(deps, body=body, events=KubeEvents(deps.kube, body))
+                if not await ctx.reread():
+                    return None
+                try:
+                    due = await replay.step(ctx, previous_webhook_id=previous.get(uid))
+                finally:
+                    if ctx.writes:
+                        guards.wrote(uid)
+                d = ctx.status.deliveries
+                if d is not None and d.webhook_id is not None:
+                    previous.pop(uid, None)  # recorded in status now
+            return due
+
+        timers = DueTimers(step)
+        state["timers"] = timers
+        tasks: list[asyncio.Task[None]] = []
+        interval = settings.deliveries_health_interval_seconds
+        if interval > 0:
+
+            def current() -> list[str]:
+                return [
+                    uid
+                    for uid, body in tracked.items()
+                    if (body.get("status") or {}).get("webhookId")
+                    and not body["metadata"].get("deletionTimestamp")
+                ]
+
+            async def check(uid: str) -> None:
+                body = tracked.get(uid)
+                if body is None:
+                    return
+                try:
+                    await check_health(deps, guards, body)
+                except Exception as exc:  # the sweep outlives any one resource
+                    log.warning("delivery health check of %s failed: %s", uid, exc)
+
+            tasks.append(
+                asyncio.create_task(
+                    periodic_sweep(current, check, interval=interval), name="delivery-health"
+                )
+            )
+        state["tasks"] = tasks
+
+    @kopf.on.cleanup(registry=registry, id="stop_deliveries")
+    async def stop_deliveries(**_: Any) -> None:
+        tasks: list[asyncio.Task[None]] = state.get("tasks", [])
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        timers: DueTimers | None = state.get("timers")
+        if timers is not None:
+            await timers.close()

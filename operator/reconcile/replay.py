@@ -1,0 +1,649 @@
+"""Replaying deliveries the receiver rejected: after a signing-secret change, and on request.
+
+Blooio invalidates the old signing secret at once, so deliveries made between a change
+(``SecretRotated``, ``SecretRestored``, ``Adopted``: ``status.secretRotatedAt``; a
+``Replaced``/``Recreated`` webhook: a new ``status.webhookId``) and the moment the
+receiver re-reads its mounted Secret are rejected with 401/403. After a grace period the
+operator looks for them and, in one *episode* recorded in ``status.deliveries.replay``:
+
+1. ``waiting`` -> ``probing``: replays the oldest one and checks its outcome a little
+   later; if it is rejected again, backs off and probes again, up to the window;
+2. ``replaying``: replays the rest, a batch at a time, at the per-key rate limit, with
+   the batch recorded in ``inflight`` *before* it is posted;
+3. ``verifying``: counts what the receiver accepted, posts one ``DeliveriesReplayed``
+   Event and records the result in ``status.deliveries.lastReplay``.
+
+After the window it gives up with one Warning ``DeliveriesNotReplayed`` naming the count.
+``blooio.com/replay-failed-since: "<RFC 3339>"`` runs the same episode for every failed
+delivery since that time (any failure), once per new value.
+
+At most once: an event counts as replayed in this episode when Blooio lists another
+delivery of the same ``event_id`` created after the episode started (a replay re-sends
+the same event). That evidence, read from the list before every batch, decides what is
+left to do, so a crash after a replay was posted but before it was recorded never
+replays it again: the intent in ``inflight`` makes the next step wait
+``BLOOIO_RECOVERY_DELAY_SECONDS`` for the replay to show in the list, as a create intent
+does. This relies on a queued replay being listed at once, as the ``201`` with its new
+delivery id suggests (the simulator does so). Decisions need the whole list: when it has
+more pages than ``BLOOIO_REPLAY_PAGES``, nothing is replayed (the evidence could be on
+a page not read) and the episode gives up, saying why.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from blooio_operator.blooio import ApiStatusError, BlooioClient, BlooioError, WebhookDelivery
+from blooio_operator.models import reasons
+from blooio_operator.models.conditions import set_condition
+from blooio_operator.models.resource import (
+    DeliveriesStatus,
+    ReplayEpisode,
+    ReplayRecord,
+    WebhookStatus,
+)
+from blooio_operator.reconcile.context import WebhookContext, parse_iso
+from blooio_operator.reconcile.deliveries import (
+    NOT_REPLAYED_MARK,
+    Listing,
+    list_deliveries,
+    outcome,
+    sort_key,
+)
+from blooio_operator.settings import Settings
+
+log = logging.getLogger("blooio_operator.reconcile")
+
+# ``secretRotatedAt`` is recorded (to the second) after the rotate call returned and the
+# Secret was written: deliveries from a little before it already carried the new secret.
+CHANGE_SKEW_SECONDS = 10.0
+# Allowance between Blooio's clock (delivery times) and ours (episode times).
+EVIDENCE_SKEW_SECONDS = 5.0
+BATCH = 20  # replays per recorded intent
+MAX_PROBE_BACKOFF_SECONDS = 600.0
+REQUEST_WINDOW_SECONDS = 3600.0  # for requests when rotation replays are off
+REJECTED_CODES = (401, 403)
+
+
+# --- times ---------------------------------------------------------------------------
+
+
+def iso(ts: float) -> str:
+    """RFC 3339 to the second, rounded up (a due time is never early)."""
+    return datetime.fromtimestamp(math.ceil(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_floor(ts: float) -> str:
+    return datetime.fromtimestamp(math.floor(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_request(value: str) -> float | None:
+    """An RFC 3339 time from the annotation (``Z`` or an offset; a fraction is allowed)."""
+    text = value.strip()
+    if "T" not in text and " " not in text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
+def _t(value: str | None) -> float | None:
+    return parse_iso(value) if value else None
+
+
+# --- when is there work ------------------------------------------------------------------
+
+
+def secret_change(status: WebhookStatus, previous_webhook_id: str | None = None) -> float | None:
+    """When the signing secret last changed without that having been dealt with.
+
+    ``previous_webhook_id``: the webhook id this process saw before the current one
+    (kept in memory by the handler), for resources whose records predate any change.
+    """
+    if not status.webhook_id:
+        return None
+    d = status.deliveries
+    recorded = d.webhook_id if d is not None else None
+    if recorded is None and previous_webhook_id and previous_webhook_id != status.webhook_id:
+        recorded = previous_webhook_id
+    created = _t(status.created_at)
+    rotated = _t(status.secret_rotated_at)
+    if recorded is not None and recorded != status.webhook_id:
+        # Replaced or Recreated: every delivery of the new webhook carries a new secret.
+        latest = max(created or 0.0, rotated or 0.0)
+        return latest or None
+    if rotated is None:
+        return None
+    handled = _t(d.secret_change_at) if d is not None else None
+    if handled is not None and rotated <= handled:
+        return None
+    if recorded is None and created is not None and rotated < created:
+        return None  # a rotation of an earlier webhook (replaced before we knew it)
+    return rotated
+
+
+def needs_webhook_record(status: WebhookStatus, previous_webhook_id: str | None) -> bool:
+    """The webhook was replaced and only this process knows: record the old id first."""
+    d = status.deliveries
+    return (
+        bool(status.webhook_id)
+        and (d is None or d.webhook_id is None)
+        and bool(previous_webhook_id)
+        and previous_webhook_id != status.webhook_id
+    )
+
+
+def requested(status: WebhookStatus, annotations: dict[str, str]) -> str | None:
+    """A ``replay-failed-since`` value not dealt with yet."""
+    token = annotations.get(reasons.ANNOTATION_REPLAY_SINCE)
+    d = status.deliveries
+    if not token or token == (d.replay_token if d is not None else None):
+        return None
+    return token
+
+
+def due_at(
+    status: WebhookStatus,
+    annotations: dict[str, str],
+    settings: Settings,
+    *,
+    now: float,
+    previous_webhook_id: str | None = None,
+) -> float | None:
+    """When replay work for this resource is next due (epoch seconds); None: none."""
+    if not status.webhook_id:
+        return None
+    d = status.deliveries
+    episode = d.replay if d is not None else None
+    change = secret_change(status, previous_webhook_id)
+    window = settings.replay_window_seconds
+    if episode is not None:
+        due = _t(episode.next_at) or now
+        if episode.inflight and episode.inflight_at:
+            due = max(due, (_t(episode.inflight_at) or now) + settings.recovery_delay_seconds)
+        newer = change is not None and change > (_t(episode.changed_at) or 0.0) + 1
+        if episode.trigger == "rotation" and newer and change is not None:
+            due = min(due, change + settings.replay_grace_seconds)
+        return due
+    if needs_webhook_record(status, previous_webhook_id):
+        return now
+    if change is not None and window > 0 and now < change + window:
+        return change + settings.replay_grace_seconds
+    if requested(status, annotations) is not None:
+        return now
+    return None
+
+
+# --- what the list shows ------------------------------------------------------------------
+
+
+class Evidence:
+    """The deliveries of a listing grouped by event (a replay re-sends the same event)."""
+
+    def __init__(self, listing: Listing) -> None:
+        self.listing = listing
+        groups: defaultdict[str, list[WebhookDelivery]] = defaultdict(list)
+        for d in listing.deliveries:  # sorted oldest first
+            groups[d.event_id or d.id].append(d)
+        self.groups = dict(groups)
+
+    def affected(self, episode: ReplayEpisode) -> list[WebhookDelivery]:
+        """First deliveries of events since ``episode.since`` that failed as the trigger
+        says (rotation: 401/403; request: any failure), oldest first."""
+        since_ms = (_t(episode.since) or 0.0) * 1000
+        out = []
+        for group in self.groups.values():
+            first = group[0]
+            if (first.created_at or 0) < since_ms or outcome(first) != "failed":
+                continue
+            if episode.trigger == "rotation" and first.response_status not in REJECTED_CODES:
+                continue
+            out.append(first)
+        return sorted(out, key=sort_key)
+
+    def _group(self, first: WebhookDelivery) -> list[WebhookDelivery]:
+        return self.groups.get(first.event_id or first.id, [first])
+
+    def accepted(self, first: WebhookDelivery) -> bool:
+        return any(outcome(d) == "delivered" for d in self._group(first))
+
+    def later(self, first: WebhookDelivery, since: float) -> list[WebhookDelivery]:
+        """Other deliveries of the same event created at or after ``since`` (epoch s)."""
+        since_ms = since * 1000
+        return [
+            d for d in self._group(first) if d.id != first.id and (d.created_at or 0) >= since_ms
+        ]
+
+    def by_id(self, delivery_id: str) -> WebhookDelivery | None:
+        return next((d for d in self.listing.deliveries if d.id == delivery_id), None)
+
+
+# --- the step ------------------------------------------------------------------------
+
+
+def _deliveries(status: WebhookStatus) -> DeliveriesStatus:
+    if status.deliveries is None:
+        status.deliveries = DeliveriesStatus()
+    return status.deliveries
+
+
+async def step(
+    ctx: WebhookContext, *, previous_webhook_id: str | None = None, now: float | None = None
+) -> float | None:
+    """Advance this resource's replays by one step; return when the next one is due.
+
+    The caller holds the object's lock and has just read the resource; every status
+    change is saved here (only the fields that changed).
+    """
+    now = time.time() if now is None else now
+    st, settings = ctx.status, ctx.settings
+    if ctx.deleting or not st.webhook_id:
+        return None
+    if needs_webhook_record(st, previous_webhook_id):
+        _deliveries(st).webhook_id = previous_webhook_id
+        await ctx.save_status()
+    d = st.deliveries
+    episode = d.replay if d is not None else None
+    if episode is None:
+        episode_or_due = await _begin(ctx, now)
+        if not isinstance(episode_or_due, ReplayEpisode):
+            return episode_or_due
+        episode = episode_or_due
+    else:
+        _follow_newer_change(st, episode, settings, now)
+    due = _t(episode.next_at)
+    if episode.inflight and episode.inflight_at:
+        settle = (_t(episode.inflight_at) or now) + settings.recovery_delay_seconds
+        due = max(due or 0.0, settle)
+    if due is not None and now < due:
+        await ctx.save_status()  # an episode just begun or moved by a newer change
+        return due
+    client = await ctx.blooio()
+    listing = await list_deliveries(client, st.webhook_id, max_pages=settings.replay_pages)
+    evidence = Evidence(listing)
+    if not listing.complete:
+        todo = [f for f in evidence.affected(episode) if not evidence.accepted(f)]
+        why = (
+            f"Blooio lists more than {settings.replay_pages} page(s) of deliveries and "
+            "documents no order, so the operator cannot tell which were already replayed "
+            "(raise BLOOIO_REPLAY_PAGES)"
+        )
+        await _give_up(ctx, episode, max(len(todo), 1), why, now)
+        return None
+    if episode.phase == "waiting":
+        return await _waiting(ctx, client, episode, evidence, now)
+    if episode.phase == "probing":
+        return await _probing(ctx, client, episode, evidence, now)
+    if episode.phase == "replaying":
+        return await _replaying(ctx, client, episode, evidence, now)
+    return await _verifying(ctx, episode, evidence, now)
+
+
+async def _begin(ctx: WebhookContext, now: float) -> ReplayEpisode | float | None:
+    """Start an episode if one is due; else when one will be (or None)."""
+    st, settings = ctx.status, ctx.settings
+    window = settings.replay_window_seconds
+    change = secret_change(st)
+    if change is not None and window > 0 and now < change + window:
+        ready = change + settings.replay_grace_seconds
+        if now < ready:
+            return ready
+        episode = ReplayEpisode(
+            trigger="rotation",
+            since=iso_floor(change - CHANGE_SKEW_SECONDS),
+            changed_at=iso_floor(change),
+            give_up_at=iso(change + window),
+        )
+        _deliveries(st).replay = episode
+        return episode
+    token = requested(st, ctx.annotations)
+    if token is None:
+        return None
+    since = parse_request(token)
+    d = _deliveries(st)
+    if since is None:
+        d.replay_token = token
+        await ctx.save_status()
+        ctx.events.warning(
+            reasons.REPLAY_REQUEST_INVALID,
+            f"{reasons.ANNOTATION_REPLAY_SINCE}: {token[:64]!r} is not an RFC 3339 time "
+            "such as 2026-01-31T09:00:00Z; nothing was replayed.",
+        )
+        return None
+    episode = ReplayEpisode(
+        trigger="request",
+        since=iso_floor(since),
+        token=token,
+        give_up_at=iso(now + (window if window > 0 else REQUEST_WINDOW_SECONDS)),
+    )
+    d.replay = episode
+    return episode
+
+
+def _follow_newer_change(
+    st: WebhookStatus, episode: ReplayEpisode, settings: Settings, now: float
+) -> None:
+    """Another signing-secret change during a rotation episode: probe again after its
+    grace period; what was replayed stays replayed (at most once)."""
+    if episode.trigger != "rotation":
+        return
+    change = secret_change(st)
+    if change is None or change <= (_t(episode.changed_at) or 0.0) + 1:
+        return
+    d = _deliveries(st)
+    if d.webhook_id is not None and d.webhook_id != st.webhook_id:
+        # A new webhook: the old one's deliveries went with it. Start over.
+        d.webhook_id = st.webhook_id
+        episode.since = iso_floor(change - CHANGE_SKEW_SECONDS)
+        episode.started_at = None
+    episode.changed_at = iso_floor(change)
+    episode.give_up_at = iso(change + settings.replay_window_seconds)
+    episode.phase = "waiting" if episode.started_at is None else "probing"
+    episode.next_at = iso(change + settings.replay_grace_seconds)
+    episode.probe_at = None
+    episode.probe_replay_id = None
+    episode.attempts = 0
+
+
+async def _waiting(
+    ctx: WebhookContext,
+    client: BlooioClient,
+    episode: ReplayEpisode,
+    evidence: Evidence,
+    now: float,
+) -> float | None:
+    todo = [f for f in evidence.affected(episode) if not evidence.accepted(f)]
+    if not todo:
+        _close(ctx.status, episode)
+        await ctx.save_status()
+        log.info(
+            "%s/%s: no rejected deliveries to replay since %s",
+            ctx.namespace,
+            ctx.name,
+            episode.since,
+        )
+        return None
+    episode.phase = "probing"
+    episode.started_at = iso_floor(now)
+    episode.probe_id = todo[0].id
+    return await _post_probe(ctx, client, episode, now, len(todo))
+
+
+def _todo(episode: ReplayEpisode, evidence: Evidence) -> list[WebhookDelivery]:
+    """Affected deliveries not accepted yet and not refused by Blooio, oldest first."""
+    refused = set(episode.refused or ())
+    return [
+        f for f in evidence.affected(episode) if not evidence.accepted(f) and f.id not in refused
+    ]
+
+
+async def _post_probe(
+    ctx: WebhookContext, client: BlooioClient, episode: ReplayEpisode, now: float, count: int
+) -> float | None:
+    st, settings = ctx.status, ctx.settings
+    assert st.webhook_id is not None
+    assert episode.probe_id is not None
+    episode.probe_at = iso_floor(now)
+    episode.probe_replay_id = None
+    episode.next_at = None
+    await ctx.save_status()  # the intent, before the replay
+    try:
+        result = await client.replay_delivery(st.webhook_id, episode.probe_id)
+    except ApiStatusError as exc:
+        if 400 <= exc.status < 500 and exc.status not in (408, 429):
+            ctx.deps.metrics.replays.labels(episode.trigger, "refused").inc()
+            episode.refused = [*(episode.refused or []), episode.probe_id]
+            return await _probe_failed(
+                ctx, episode, now, count, f"Blooio refused the replay: {exc.message}"
+            )
+        raise
+    ctx.deps.metrics.replays.labels(episode.trigger, "posted").inc()
+    episode.probe_replay_id = result.id
+    episode.posted += 1
+    next_at = now + settings.replay_probe_delay_seconds
+    episode.next_at = iso(next_at)
+    await ctx.save_status()
+    return next_at
+
+
+async def _probing(
+    ctx: WebhookContext,
+    client: BlooioClient,
+    episode: ReplayEpisode,
+    evidence: Evidence,
+    now: float,
+) -> float | None:
+    settings = ctx.settings
+    todo = _todo(episode, evidence)
+    if episode.probe_at is None or episode.probe_id is None:
+        if not todo:
+            episode.phase = "verifying"
+            return await _verifying(ctx, episode, evidence, now)
+        episode.probe_id = todo[0].id
+        return await _post_probe(ctx, client, episode, now, len(todo))
+    replay = evidence.by_id(episode.probe_replay_id) if episode.probe_replay_id else None
+    if replay is None:
+        first = evidence.by_id(episode.probe_id)
+        since = (_t(episode.probe_at) or now) - EVIDENCE_SKEW_SECONDS
+        later = evidence.later(first, since) if first is not None else []
+        replay = later[-1] if later else None
+    if replay is None:
+        if episode.probe_replay_id is None:
+            # Recorded, never confirmed, and not listed after the settle time: the replay
+            # did not reach Blooio (the intent is the create-intent's twin). Post it.
+            return await _post_probe(ctx, client, episode, now, len(todo))
+        return await _wait(ctx, episode, now + settings.replay_probe_delay_seconds)
+    result = outcome(replay)
+    if result == "pending":
+        if now >= (_t(episode.give_up_at) or now):
+            return await _probe_failed(
+                ctx, episode, now, len(todo), "the replay's outcome never arrived"
+            )
+        return await _wait(ctx, episode, now + settings.replay_probe_delay_seconds)
+    if result == "failed":
+        code = replay.response_status
+        why = f"HTTP {code}" if code is not None else "no answer"
+        return await _probe_failed(
+            ctx, episode, now, len(todo), f"the receiver still rejected a replay ({why})"
+        )
+    episode.phase = "replaying"
+    episode.next_at = None
+    return await _replaying(ctx, client, episode, evidence, now)
+
+
+async def _probe_failed(
+    ctx: WebhookContext, episode: ReplayEpisode, now: float, count: int, why: str
+) -> float | None:
+    episode.attempts += 1
+    give_up_at = _t(episode.give_up_at) or now
+    if now >= give_up_at:
+        window = ctx.settings.replay_window_seconds
+        await _give_up(
+            ctx,
+            episode,
+            count,
+            f"{why} after {episode.attempts} tries in the {window:g}s window",
+            now,
+        )
+        return None
+    backoff = min(
+        ctx.settings.replay_grace_seconds * 2.0 ** (episode.attempts - 1) or 1.0,
+        MAX_PROBE_BACKOFF_SECONDS,
+    )
+    episode.probe_at = None
+    episode.probe_replay_id = None
+    log.info(
+        "%s/%s: replay probe %d failed (%s); next in %.0fs",
+        ctx.namespace,
+        ctx.name,
+        episode.attempts,
+        why,
+        backoff,
+    )
+    return await _wait(ctx, episode, min(now + backoff, give_up_at))
+
+
+async def _wait(ctx: WebhookContext, episode: ReplayEpisode, until: float) -> float:
+    episode.next_at = iso(until)
+    await ctx.save_status()
+    return until
+
+
+async def _replaying(
+    ctx: WebhookContext,
+    client: BlooioClient,
+    episode: ReplayEpisode,
+    evidence: Evidence,
+    now: float,
+) -> float | None:
+    st, settings = ctx.status, ctx.settings
+    assert st.webhook_id is not None
+    since = (_t(episode.started_at) or now) - EVIDENCE_SKEW_SECONDS
+    remaining = [f for f in _todo(episode, evidence) if not evidence.later(f, since)]
+    episode.inflight = None  # resolved by the evidence just read
+    episode.inflight_at = None
+    room = settings.replay_max_deliveries - episode.posted
+    if not remaining or room <= 0:
+        episode.skipped += len(remaining)
+        episode.phase = "verifying"
+        return await _wait(ctx, episode, now + settings.replay_probe_delay_seconds)
+    batch = remaining[: min(BATCH, room)]
+    episode.inflight = [f.id for f in batch]
+    episode.inflight_at = iso_floor(now)
+    await ctx.save_status()  # the intent, before any of these replays
+    failure: BlooioError | None = None
+    for first in batch:
+        try:
+            await client.replay_delivery(st.webhook_id, first.id)
+        except ApiStatusError as exc:
+            if 400 <= exc.status < 500 and exc.status not in (408, 429):
+                ctx.deps.metrics.replays.labels(episode.trigger, "refused").inc()
+                episode.refused = [*(episode.refused or []), first.id]
+                episode.skipped += 1
+                continue
+            failure = exc
+        except BlooioError as exc:
+            failure = exc
+        if failure is not None:
+            ctx.deps.metrics.replays.labels(episode.trigger, "error").inc()
+            break
+        ctx.deps.metrics.replays.labels(episode.trigger, "posted").inc()
+        episode.posted += 1
+    if failure is not None:
+        # The batch stays in ``inflight``: the next step reads the list again (after the
+        # settle time) and replays only what it does not show as replayed.
+        await ctx.save_status()
+        raise failure
+    episode.inflight = None
+    episode.inflight_at = None
+    await ctx.save_status()
+    return now  # the next batch (the caller lets other writers in between)
+
+
+async def _verifying(
+    ctx: WebhookContext, episode: ReplayEpisode, evidence: Evidence, now: float
+) -> float | None:
+    since = (_t(episode.started_at) or now) - EVIDENCE_SKEW_SECONDS
+    affected = evidence.affected(episode)
+    replayed = [f for f in affected if evidence.later(f, since)]
+    pending = [
+        f
+        for f in replayed
+        if not evidence.accepted(f) and outcome(evidence.later(f, since)[-1]) == "pending"
+    ]
+    if pending and now < (_t(episode.give_up_at) or now):
+        return await _wait(ctx, episode, now + ctx.settings.replay_probe_delay_seconds)
+    accepted = [f for f in replayed if evidence.accepted(f)]
+    not_replayed = [
+        f for f in affected if not evidence.accepted(f) and not evidence.later(f, since)
+    ]
+    st = ctx.status
+    d = _deliveries(st)
+    what = (
+        "rejected (401/403) after the signing-secret change at " + (episode.changed_at or "?")
+        if episode.trigger == "rotation"
+        else f"failed since {episode.since} ({reasons.ANNOTATION_REPLAY_SINCE})"
+    )
+    rejected = len(replayed) - len(accepted) - len(pending)
+    message = (
+        f"Replayed {len(replayed)} deliveries {what}: {len(accepted)} accepted"
+        + (f", {rejected} rejected again" if rejected else "")
+        + (f", {len(pending)} without an outcome yet" if pending else "")
+        + (
+            f"; {len(not_replayed)} not replayed (over BLOOIO_REPLAY_MAX_DELIVERIES or "
+            "refused by Blooio)"
+            if not_replayed
+            else ""
+        )
+        + "."
+    )
+    d.last_replay = ReplayRecord(
+        trigger=episode.trigger,
+        since=episode.since,
+        finished_at=iso_floor(now),
+        outcome="replayed",
+        replayed=len(replayed),
+        accepted=len(accepted),
+        not_replayed=len(not_replayed),
+    )
+    _close(st, episode)
+    await ctx.save_status()
+    ctx.events.normal(reasons.DELIVERIES_REPLAYED, message)
+    log.info("%s/%s: %s", ctx.namespace, ctx.name, message)
+    return None
+
+
+async def _give_up(
+    ctx: WebhookContext, episode: ReplayEpisode, count: int, why: str, now: float
+) -> None:
+    st = ctx.status
+    d = _deliveries(st)
+    what = (
+        "rejected (401/403) after the signing-secret change at " + (episode.changed_at or "?")
+        if episode.trigger == "rotation"
+        else f"failed since {episode.since}"
+    )
+    message = (
+        f"{count} deliveries {what} {NOT_REPLAYED_MARK}: {why}. Once the receiver "
+        f"accepts deliveries, set annotation {reasons.ANNOTATION_REPLAY_SINCE}="
+        f"{episode.since} to replay them."
+    )
+    d.last_replay = ReplayRecord(
+        trigger=episode.trigger,
+        since=episode.since,
+        finished_at=iso_floor(now),
+        outcome="gaveUp",
+        not_replayed=count,
+    )
+    st.conditions = set_condition(
+        st.conditions,
+        reasons.DELIVERIES_HEALTHY,
+        "False",
+        reasons.RECEIVER_REJECTING,
+        message,
+        generation=ctx.generation,
+        now=iso_floor(now),
+    )
+    _close(st, episode)
+    await ctx.save_status()
+    ctx.events.warning(reasons.DELIVERIES_NOT_REPLAYED, message)
+    log.warning("%s/%s: %s", ctx.namespace, ctx.name, message)
+
+
+def _close(st: WebhookStatus, episode: ReplayEpisode) -> None:
+    """The episode is over: record what it dealt with, so it is not started again."""
+    d = _deliveries(st)
+    if episode.trigger == "rotation":
+        d.secret_change_at = episode.changed_at
+        d.webhook_id = st.webhook_id
+    else:
+        d.replay_token = episode.token
+    d.replay = None
