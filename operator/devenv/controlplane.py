@@ -111,11 +111,13 @@ class ControlPlane:
         *,
         binary: Path | None = None,
         extra_apiserver_args: Sequence[str] = (),
+        extra_args: Sequence[str] = (),
         ready_timeout: float = 120.0,
     ) -> None:
         self.work_dir = work_dir
         self.binary = binary
         self.extra_apiserver_args = list(extra_apiserver_args)
+        self.extra_args = list(extra_args)  # controlplane's own flags (--node, --controllers)
         self.ready_timeout = ready_timeout
         self.log_path = work_dir / "controlplane.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -183,7 +185,7 @@ class ControlPlane:
     def _start_once(self, binary: Path) -> None:
         info_file = self.work_dir / "info.json"
         info_file.unlink(missing_ok=True)
-        args = [str(binary), "--work-dir", str(self.work_dir)]
+        args = [str(binary), "--work-dir", str(self.work_dir), *self.extra_args]
         if self.extra_apiserver_args:
             args += ["--", *self.extra_apiserver_args]
         log = self.log_path.open("ab")

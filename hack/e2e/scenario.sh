@@ -1,0 +1,328 @@
+#!/usr/bin/env bash
+# The end-to-end scenario, against whatever cluster kubectl points at (the local node of
+# `make e2e`, or kind through hack/kind-e2e.sh). The image must already be on the node.
+#
+#   KUBECONFIG=... IMAGE=localhost/blooio-operator:dev hack/e2e/scenario.sh
+#
+# 1. the Blooio simulator runs in the cluster (same image, `blooio-operator simulate`);
+# 2. `kubectl apply -k` of an overlay of deploy/ that only swaps the image and the Blooio
+#    URL; the operator Deployment becomes Available (probes passing, uid 65532,
+#    read-only root filesystem);
+# 3. `kubectl apply -k` of an overlay of examples/ that only swaps the receiver's image;
+#    the BlooioWebhook becomes Ready, the receiver pods mount its Secret;
+# 4. the simulator delivers a signed event to each receiver pod, which answers 204;
+# 5. more BlooioWebhooks while Blooio is slow, and the operator pod is deleted mid-way:
+#    the new pod finishes them, with exactly one remote webhook each;
+# 6. rotation with blooio.com/rotate-secret: time until the Secret changes, and until
+#    every receiver pod accepts deliveries signed with the new secret (kubelet refresh);
+# 7. `kubectl delete -k` of the examples: the operator's finalizer deletes the remote
+#    webhooks; then the operator and the simulator are removed.
+#
+# Environment:
+#   IMAGE        operator image on the node          (default localhost/blooio-operator:dev)
+#   ADDRESSING   service | podip: how pods reach the simulator. `podip` for clusters
+#                without cluster DNS / kube-proxy (the local node)  (default service)
+#   RESULTS      file that receives name=value figures (seconds)    (default: none)
+#   WORK         scratch dir for the generated overlays  (default .build/e2e/scenario)
+#   TIMEOUT      kubectl wait timeout                    (default 180s)
+#   KEEP         1: do not delete anything at the end    (default 0)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+IMAGE="${IMAGE:-localhost/blooio-operator:dev}"
+ADDRESSING="${ADDRESSING:-service}"
+RESULTS="${RESULTS:-}"
+WORK="${WORK:-${ROOT}/.build/e2e/scenario}"
+TIMEOUT="${TIMEOUT:-180s}"
+KEEP="${KEEP:-0}"
+NS=blooio-system
+SIM_KEY=bl_live_e2e_scenario_key
+T0="$(date +%s.%N)"
+
+log() { printf '\n==> [%6.1fs] %s\n' "$(elapsed "${T0}")" "$*" >&2; }
+die() { printf 'FAILED: %s\n' "$*" >&2; exit 1; }
+elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
+figure() { # name start: record seconds since start
+  local value; value="$(elapsed "$2")"
+  printf '    %s = %ss\n' "$1" "${value}" >&2
+  if [[ -n "${RESULTS}" ]]; then echo "$1=${value}" >>"${RESULTS}"; fi
+}
+k() { kubectl "$@"; }
+# The simulator's admin API, called from inside its pod (works on any cluster).
+sim() { # METHOD PATH [JSON]
+  k -n "${NS}" exec deploy/blooio-simulator -- python -c '
+import sys, httpx
+method, path = sys.argv[1], sys.argv[2]
+body = sys.argv[3] if len(sys.argv) > 3 else None
+r = httpx.request(method, "http://127.0.0.1:8080" + path, content=body,
+                  headers={"Content-Type": "application/json"}, timeout=30)
+r.raise_for_status()
+print(r.text)
+' "$@"
+}
+json() { python3 -c 'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
+# Deliver a signed message.received for webhook $1 to pod IP $2; prints the HTTP status.
+deliver() {
+  sim POST "/_sim/webhooks/$1/deliver" \
+    "{\"event_type\": \"message.received\", \"target_url\": \"http://$2:8080/\"}" |
+    json 'd["data"]["response_status"]'
+}
+sim_webhook_count() { sim GET /_sim/webhooks | json 'len(d["data"])'; }
+secret_digest() { # fingerprint of the signing secret (never the secret itself)
+  k -n shop get secret orders-blooio-webhook -o jsonpath='{.data.signing-secret}' | sha256sum | cut -c1-12
+}
+receiver_ips() {
+  k -n shop get pods -l app.kubernetes.io/name=orders-receiver \
+    --field-selector=status.phase=Running -o jsonpath='{.items[*].status.podIP}'
+}
+
+on_exit() {
+  local rc=$?
+  if [[ ${rc} -ne 0 ]]; then
+    log "scenario failed (exit ${rc}); state of the cluster:"
+    k get pods -A -o wide || true
+    k -n shop get bwh -o wide || true
+    k -n "${NS}" describe deploy/blooio-operator | tail -30 || true
+    k -n "${NS}" logs deploy/blooio-operator --tail=60 || true
+    k get events -A --sort-by=.lastTimestamp | tail -30 || true
+  fi
+  exit "${rc}"
+}
+trap on_exit EXIT
+
+mkdir -p "${WORK}/operator" "${WORK}/examples"
+if [[ -n "${RESULTS}" ]]; then : >"${RESULTS}"; fi
+
+# ---------------------------------------------------------------- 1. simulator
+log "simulator in the cluster (${IMAGE} simulate)"
+k create namespace "${NS}" --dry-run=client -o yaml | k apply -f -
+k apply -f - <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: blooio-simulator
+  namespace: ${NS}
+  labels: {app.kubernetes.io/name: blooio-simulator}
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app.kubernetes.io/name: blooio-simulator}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/name: blooio-simulator}
+    spec:
+      automountServiceAccountToken: false
+      enableServiceLinks: false
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: simulator
+          image: ${IMAGE}
+          imagePullPolicy: IfNotPresent
+          args: [simulate, --host, 0.0.0.0, --port, "8080", --api-key, ${SIM_KEY}]
+          ports: [{name: http, containerPort: 8080}]
+          readinessProbe:
+            httpGet: {path: /_sim/health, port: http}
+            periodSeconds: 2
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: blooio-simulator
+  namespace: ${NS}
+spec:
+  selector: {app.kubernetes.io/name: blooio-simulator}
+  ports: [{name: http, port: 8080, targetPort: http}]
+---
+# The shipped NetworkPolicy allows egress to 53/443/6443 only; allow the simulator too.
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: blooio-operator-to-simulator
+  namespace: ${NS}
+spec:
+  podSelector:
+    matchLabels: {app.kubernetes.io/name: blooio-operator}
+  policyTypes: [Egress]
+  egress:
+    - to:
+        - podSelector:
+            matchLabels: {app.kubernetes.io/name: blooio-simulator}
+      ports: [{port: 8080, protocol: TCP}]
+EOF
+k -n "${NS}" rollout status deploy/blooio-simulator --timeout="${TIMEOUT}"
+figure simulator_ready_s "${T0}"
+if [[ "${ADDRESSING}" == podip ]]; then
+  sim_ip="$(k -n "${NS}" get pods -l app.kubernetes.io/name=blooio-simulator \
+    --field-selector=status.phase=Running -o jsonpath='{.items[0].status.podIP}')"
+  api_url="http://${sim_ip}:8080/v4"
+else
+  api_url="http://blooio-simulator.${NS}.svc:8080/v4"
+fi
+[[ "$(sim GET /_sim/health | json 'd["ok"]')" == True ]] || die "simulator not healthy"
+log "Blooio URL for the operator: ${api_url}"
+
+# ---------------------------------------------------------------- 2. operator
+k -n "${NS}" create secret generic blooio-credentials \
+  --from-literal=api-key="${SIM_KEY}" --dry-run=client -o yaml | k apply -f - >/dev/null
+deploy_rel="$(realpath --relative-to="${WORK}/operator" "${ROOT}/deploy")"
+examples_rel="$(realpath --relative-to="${WORK}/examples" "${ROOT}/examples")"
+sed -e "s|@DEPLOY@|${deploy_rel}|" -e "s|@IMAGE_NAME@|${IMAGE%:*}|" -e "s|@IMAGE_TAG@|${IMAGE##*:}|" \
+  -e "s|@BLOOIO_API_URL@|${api_url}|" "${ROOT}/hack/e2e/overlay/operator/kustomization.yaml" \
+  >"${WORK}/operator/kustomization.yaml"
+sed -e "s|@EXAMPLES@|${examples_rel}|" -e "s|@IMAGE_NAME@|${IMAGE%:*}|" -e "s|@IMAGE_TAG@|${IMAGE##*:}|" \
+  "${ROOT}/hack/e2e/overlay/examples/kustomization.yaml" >"${WORK}/examples/kustomization.yaml"
+
+log "kubectl apply -k (deploy/ with image ${IMAGE} and the simulator's URL)"
+t_apply="$(date +%s.%N)"
+k apply -k "${WORK}/operator"
+k wait --for=condition=Established crd/blooiowebhooks.blooio.com --timeout="${TIMEOUT}"
+k -n "${NS}" wait deploy/blooio-operator --for=condition=Available --timeout="${TIMEOUT}"
+figure operator_available_s "${t_apply}"
+op_pod="$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}')"
+ids="$(k -n "${NS}" exec "${op_pod}" -c operator -- python -c '
+import errno, os
+try:
+    open("/opt/e2e-probe", "w")
+    ro = "writable"
+except OSError as e:
+    ro = "read-only" if e.errno == errno.EROFS else f"error {e.errno}"
+print(os.getuid(), os.getgid(), ro)
+')"
+[[ "${ids}" == "65532 65532 read-only" ]] || die "operator runs as '${ids}', expected '65532 65532 read-only'"
+log "operator pod ${op_pod}: uid/gid 65532, root filesystem read-only"
+
+# ---------------------------------------------------------------- 3. examples
+log "kubectl apply -k (examples/ with the receiver on ${IMAGE})"
+t_examples="$(date +%s.%N)"
+k apply -k "${WORK}/examples"
+k -n shop wait bwh/orders --for=condition=Ready --timeout="${TIMEOUT}"
+figure webhook_ready_s "${t_examples}"
+k -n shop get bwh orders -o wide
+webhook_id="$(k -n shop get bwh orders -o jsonpath='{.status.webhookId}')"
+[[ -n "${webhook_id}" ]] || die "status.webhookId is empty"
+k -n shop rollout status deploy/orders-receiver --timeout="${TIMEOUT}"
+figure receiver_ready_s "${t_examples}"
+mounted="$(k -n shop get deploy orders-receiver \
+  -o jsonpath='{.spec.template.spec.volumes[?(@.secret)].secret.secretName}')"
+[[ "${mounted}" == orders-blooio-webhook ]] || die "receiver mounts '${mounted}'"
+
+# ---------------------------------------------------------------- 4. delivery
+read -r -a pods_ips <<<"$(receiver_ips)"
+[[ ${#pods_ips[@]} -ge 1 ]] || die "no running receiver pod"
+for ip in "${pods_ips[@]}"; do
+  status="$(deliver "${webhook_id}" "${ip}")"
+  [[ "${status}" == 204 ]] || die "receiver pod ${ip} answered ${status}, expected 204"
+  log "signed delivery to receiver pod ${ip}: 204"
+done
+figure delivery_verified_s "${t_examples}"
+
+# ------------------------------------------------- 5. operator pod deleted mid-way
+log "three more BlooioWebhooks while Blooio answers creates slowly; operator pod deleted mid-way"
+sim POST /_sim/faults '{"rules": [{"kind": "latency", "endpoint": "POST /webhooks", "ms": 3000, "count": 3}]}' >/dev/null
+before_posts="$(sim GET /_sim/calls | json 'd["counts"].get("POST /webhooks", 0)')"
+for name in e2e-a e2e-b e2e-c; do
+  cat <<EOF
+apiVersion: blooio.com/v1alpha1
+kind: BlooioWebhook
+metadata: {name: ${name}, namespace: shop}
+spec:
+  url: https://${name}.shop.example.com/blooio
+  eventTypes: [message.received]
+---
+EOF
+done | k apply -f -
+deadline=$((SECONDS + 60))
+until (($(sim GET /_sim/calls | json 'len([c for c in d["calls"] if c["endpoint"] == "POST /webhooks"])') > before_posts)); do
+  ((SECONDS < deadline)) || die "the operator sent no create within 60 s"
+  sleep 0.2
+done
+k -n "${NS}" delete pod "${op_pod}" --wait=false
+t_restart="$(date +%s.%N)"
+deadline=$((SECONDS + 180))
+until new_pod="$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator \
+  -o jsonpath='{range .items[?(@.status.containerStatuses[0].ready==true)]}{.metadata.name}{"\n"}{end}' |
+  grep -vx "${op_pod}" | head -1)" && [[ -n "${new_pod}" ]]; do
+  ((SECONDS < deadline)) || die "no new operator pod became ready"
+  sleep 0.5
+done
+figure operator_replaced_s "${t_restart}"
+for name in e2e-a e2e-b e2e-c; do
+  k -n shop wait "bwh/${name}" --for=condition=Ready --timeout="${TIMEOUT}"
+done
+figure resumed_ready_s "${t_restart}"
+check="$(sim GET /_sim/webhooks | python3 -c '
+import collections, json, sys
+hooks = json.load(sys.stdin)["data"]
+urls = collections.Counter(h["url"] for h in hooks)
+dups = {u: n for u, n in urls.items() if n > 1}
+print(len(hooks), "duplicates:" + (",".join(sorted(dups)) or "none"))
+')"
+log "simulator webhooks after the restart: ${check}"
+[[ "${check}" == "4 duplicates:none" ]] || die "expected 4 remote webhooks and no duplicates, got: ${check}"
+for name in e2e-a e2e-b e2e-c; do
+  id="$(k -n shop get bwh "${name}" -o jsonpath='{.status.webhookId}')"
+  sim GET "/_sim/webhooks/${id}" >/dev/null || die "${name}: status.webhookId ${id} unknown to Blooio"
+done
+k -n shop delete bwh e2e-a e2e-b e2e-c --timeout="${TIMEOUT}"
+[[ "$(sim_webhook_count)" == 1 ]] || die "the extra remote webhooks were not deleted"
+
+# ---------------------------------------------------------------- 6. rotation
+old_digest="$(secret_digest)"
+read -r -a pods_ips <<<"$(receiver_ips)"
+log "rotation (blooio.com/rotate-secret); ${#pods_ips[@]} receiver pods"
+t_rotate="$(date +%s.%N)"
+k -n shop annotate bwh orders blooio.com/rotate-secret="e2e-$(date -u +%Y%m%dT%H%M%SZ)" --overwrite
+deadline=$((SECONDS + 120))
+until [[ "$(secret_digest)" != "${old_digest}" ]]; do
+  ((SECONDS < deadline)) || die "the Secret did not change within 120 s"
+  sleep 0.2
+done
+figure rotation_secret_updated_s "${t_rotate}"
+t_secret="$(date +%s.%N)"
+for ip in "${pods_ips[@]}"; do
+  deadline=$((SECONDS + 180))
+  attempts=0
+  until status="$(deliver "${webhook_id}" "${ip}")" && [[ "${status}" == 204 ]]; do
+    [[ "${status}" == 401 ]] || die "receiver pod ${ip} answered ${status} during rotation"
+    ((SECONDS < deadline)) || die "receiver pod ${ip} still refuses the new signature after 180 s"
+    attempts=$((attempts + 1))
+    sleep 0.5
+  done
+  log "receiver pod ${ip} accepts the new signature (after ${attempts} refused deliveries)"
+done
+figure rotation_picked_up_s "${t_rotate}"
+figure rotation_kubelet_refresh_s "${t_secret}"
+
+# ------------------------------------------------------------------ probes
+op_pod="$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}')"
+probes="$(k -n "${NS}" get pod "${op_pod}" -o jsonpath='{.status.containerStatuses[0].started} {.status.containerStatuses[0].ready} {.status.containerStatuses[0].restartCount}')"
+[[ "${probes}" == "true true 0" ]] || die "operator pod ${op_pod} started/ready/restarts: ${probes}"
+# The startup probe fails until the process listens (expected); liveness and readiness
+# probes only run after it passed, so any failure of theirs is a real one.
+failures="$(k -n "${NS}" get events --field-selector "involvedObject.name=${op_pod},reason=Unhealthy" \
+  -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -E '^(Liveness|Readiness) probe' || true)"
+[[ -z "${failures}" ]] || die "probe failures for ${op_pod}: ${failures}"
+log "operator pod ${op_pod}: startup, liveness and readiness probes passed, no restarts"
+
+# ---------------------------------------------------------------- 7. cleanup
+if [[ "${KEEP}" == 1 ]]; then
+  log "KEEP=1: leaving everything installed"
+  exit 0
+fi
+log "kubectl delete -k (examples): the operator's finalizer deletes the remote webhook"
+t_delete="$(date +%s.%N)"
+k delete -k "${WORK}/examples" --timeout="${TIMEOUT}"
+figure examples_deleted_s "${t_delete}"
+[[ "$(sim_webhook_count)" == 0 ]] || die "remote webhooks left after kubectl delete -k"
+log "kubectl delete -k (operator) and the simulator"
+k delete -k "${WORK}/operator" --timeout="${TIMEOUT}" --ignore-not-found
+figure scenario_total_s "${T0}"
+log "e2e scenario passed"
