@@ -71,3 +71,16 @@ image:
 
 image-base:
 	hack/image/build-base.sh
+
+# --- end-to-end on a local node (docs/operations.md, "End-to-end test") ----------------------
+# `node`: kubelet + kube-scheduler + pause (tests/node), cached per source hash in
+# ~/.cache/blooio-operator/node like the control plane. `e2e` (root; containerd, runc,
+# containernetworking-plugins and iptables from Debian, which `bash .ci/run` installs):
+# brings up the node, loads the image, runs hack/e2e/scenario.sh, tears everything down.
+.PHONY: node e2e
+node: install
+	@command -v go >/dev/null || { echo "Go 1.26+ is required (go not on PATH)"; exit 1; }
+	$(VPY) -c 'from blooio_operator.devenv.node import ensure_node_binaries as b; print(*b())'
+
+e2e: install controlplane node image
+	$(VPY) -m tests.node.e2e
