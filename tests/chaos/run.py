@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,6 +84,8 @@ class World:
     sim: Simulator
     operator: OperatorProcess
     restart_apiserver: Callable[[], None] | None = None
+    # Every namespace the operator watches (the storm spreads over them); hooks' first.
+    namespaces: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -414,8 +416,18 @@ def retrying(call: Callable[[], object]) -> None:
 
 
 @contextlib.contextmanager
-def local_world(work: Path, *, crd: Path | None = None) -> Iterator[World]:
-    """Control plane + CRD + shipped RBAC + simulator + operator, torn down afterwards."""
+def local_world(
+    work: Path,
+    *,
+    crd: Path | None = None,
+    namespaces: Sequence[str] = ("chaos",),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[World]:
+    """Control plane + CRD + shipped RBAC + simulator + operator, torn down afterwards.
+
+    The operator watches ``namespaces`` (one ``--namespace`` each); ``env`` overrides
+    FAST_OPERATOR_ENV (the storm scales its periodic check with the resource count).
+    """
     from kubernetes import config as k8s_config
 
     from blooio_operator.devenv.controlplane import ControlPlane, ensure_binary
@@ -446,7 +458,7 @@ def local_world(work: Path, *, crd: Path | None = None) -> Iterator[World]:
             message="blooiowebhooks served",
         )
         core, rbac = k8s.CoreV1Api(api), k8s.RbacAuthorizationV1Api(api)
-        for ns in ("blooio-system", "chaos"):
+        for ns in ("blooio-system", *namespaces):
             core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
         for doc in load_yaml_docs(MANIFESTS / "rbac.yaml"):
             if doc["kind"] == "ClusterRole":
@@ -456,10 +468,22 @@ def local_world(work: Path, *, crd: Path | None = None) -> Iterator[World]:
         token = token_for(api, "blooio-system", "blooio-operator")
         kubeconfig = kubeconfig_for_token(cp, token, work / "operator-kubeconfig")
         sim = Simulator(work / "simulator", [API_KEY])
-        env = {**FAST_OPERATOR_ENV, "BLOOIO_API_URL": sim.url, "BLOOIO_API_KEY": API_KEY}
-        operator = OperatorProcess(kubeconfig, work / "operator.log", env, ["--namespace", "chaos"])
+        operator_env = {
+            **FAST_OPERATOR_ENV,
+            **(env or {}),
+            "BLOOIO_API_URL": sim.url,
+            "BLOOIO_API_KEY": API_KEY,
+        }
+        args = [arg for ns in namespaces for arg in ("--namespace", ns)]
+        operator = OperatorProcess(kubeconfig, work / "operator.log", operator_env, args)
         operator.start()
-        yield World(Webhooks(api, "chaos"), sim, operator, restart_apiserver=cp.restart)
+        yield World(
+            Webhooks(api, namespaces[0]),
+            sim,
+            operator,
+            restart_apiserver=cp.restart,
+            namespaces=list(namespaces),
+        )
     finally:
         if operator is not None:
             operator.stop()

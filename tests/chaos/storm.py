@@ -1,0 +1,621 @@
+"""Storm: hundreds of resources, every kind of change at once, kills, faults, then count.
+
+``python -m tests.chaos.storm --seed 7 [--resources 300 --namespaces 3 --kills 12]
+[--report out.json]`` builds a local world of its own (``run.local_world``: control
+plane, CRD, shipped RBAC, simulator, operator as its ServiceAccount watching every
+storm namespace), and then, all at the same time:
+
+- creates ``--resources`` BlooioWebhooks spread over the namespaces, paced over
+  ``--create-seconds`` from a few threads (random eventTypes, channel, some suspended);
+- from a few other threads, while creation is still going on, 10-30 (``--ops``) of each:
+  deletes, url edits, eventTypes edits, channel changes (replacements), rotations
+  (annotation ``blooio.com/rotate-secret``), Secret deletions and suspend toggles;
+- SIGKILLs the operator ``--kills`` times, 2-6 s apart, starting it again each time,
+  with one kube-apiserver restart half way;
+- with probabilistic Blooio faults on every endpoint the whole time (commit-then-drop on
+  create, rotate, PATCH and DELETE, 4 s hangs that commit after the client's 3 s
+  timeout, 503s, connection resets, 429s) plus bursts of 429s and 503s.
+
+Then the faults are switched off and the fleet is judged from the outside only (the
+Kubernetes API and the simulator's admin API, ``invariants.fleet_problems``) every few
+seconds until every count is zero and stays zero for ``--stable-seconds``, or until
+``--converge-seconds`` are up. Counts: duplicates, orphans, shared webhooks, not deleted,
+not ready (at its generation), rotations not done, spec mismatches, lost secrets. It prints
+a summary (seed, kills, faults fired, time to converge) and exits non-zero when any count
+is above zero.
+
+Operator settings: FAST_OPERATOR_ENV, except the periodic Secret check, which is scaled
+with the fleet (``resources / 30`` seconds, at least 2 s): every resource costs one Secret
+GET per interval, and at 300 resources a 2 s interval is 150 GETs/s against an apiserver
+that shares two cores with everything else; at 10 s it is 30/s, and a deleted Secret is
+still restored within seconds of the storm's end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+
+from tests.chaos.invariants import (
+    FLEET_KINDS,
+    ROTATE_ANNOTATION,
+    FleetProblem,
+    Key,
+    fleet_problems,
+    secret_name_of,
+)
+from tests.chaos.run import CHANNELS, EVENT_TYPES, World, delete_once, local_world, retrying
+from tests.helpers import FAST_OPERATOR_ENV
+from tests.integration.webhooks import GROUP, PLURAL, VERSION, Webhooks
+
+OP_KINDS = ("delete", "url", "event-types", "channel", "rotate", "secret-delete", "suspend")
+ALL = None  # a fault rule without "endpoints" applies to every /v4 request
+CREATE, ROTATE = "POST /webhooks", "POST /webhooks/{id}/secret/rotate"
+PATCH, DELETE = "PATCH /webhooks/{id}", "DELETE /webhooks/{id}"
+GET_ONE, LIST = "GET /webhooks/{id}", "GET /webhooks"
+
+
+def base_faults() -> list[dict[str, Any]]:
+    """Faults on every endpoint for the whole storm; probabilities drawn by the simulator."""
+
+    def rule(kind: str, probability: float, endpoints: list[str] | None, **extra: Any) -> Any:
+        return {
+            "kind": kind,
+            "probability": probability,
+            **({"endpoints": endpoints} if endpoints else {}),
+            **extra,
+        }
+
+    return [
+        # Late commits: held 4 s, then processed after the client (3 s timeout) gave up.
+        rule("hang", 0.05, [CREATE], seconds=4),
+        rule("hang", 0.03, [ROTATE, PATCH, DELETE, GET_ONE, LIST], seconds=4),
+        rule("error", 0.05, ALL, status=503),
+        rule("connection_reset", 0.03, ALL),
+        rule("rate_limit", 0.04, ALL, retry_after=1),
+        # Committed, answer lost.
+        rule("commit_then_drop", 0.10, [CREATE]),
+        rule("commit_then_drop", 0.12, [ROTATE]),
+        rule("commit_then_drop", 0.05, [PATCH, DELETE]),
+    ]
+
+
+def operator_env(resources: int) -> dict[str, str]:
+    """FAST_OPERATOR_ENV with the Secret check interval scaled to the fleet (module doc)."""
+    interval = max(2.0, resources / 30)
+    return {**FAST_OPERATOR_ENV, "BLOOIO_SECRET_CHECK_INTERVAL_SECONDS": f"{interval:g}"}
+
+
+@dataclass
+class StormConfig:
+    resources: int = 300
+    namespaces: int = 3
+    kills: int = 12
+    kill_gap: tuple[float, float] = (2.0, 6.0)
+    apiserver_restarts: int = 1
+    create_seconds: float = 40.0
+    create_threads: int = 3
+    ops: tuple[int, int] = (10, 30)  # resources per kind of operation
+    op_threads: int = 3
+    faults: bool = True
+    converge_seconds: float = 300.0
+    stable_seconds: float = 8.0
+    poll_seconds: float = 2.0
+
+
+@dataclass
+class Resource:
+    ns: str
+    name: str
+    serial: int
+    created: bool = False
+    deleted: bool = False
+    url_version: int = 0
+
+    @property
+    def key(self) -> Key:
+        return (self.ns, self.name)
+
+    @property
+    def url(self) -> str:
+        return f"https://storm.example.com/{self.ns}/{self.name}/v{self.url_version}"
+
+
+@dataclass
+class StormReport:
+    seed: int
+    resources: int = 0
+    namespaces: int = 0
+    kills: int = 0
+    apiserver_restarts: int = 0
+    ops: Counter[str] = field(default_factory=Counter)
+    ops_skipped: Counter[str] = field(default_factory=Counter)
+    op_errors: list[str] = field(default_factory=list)
+    fault_bursts: int = 0
+    faults_fired: dict[str, int] = field(default_factory=dict)
+    blooio_calls: dict[str, int] = field(default_factory=dict)
+    storm_seconds: float = 0.0
+    converge_seconds: float | None = None
+    judged_seconds: float = 0.0
+    problems: list[FleetProblem] = field(default_factory=list)
+    operator_log_errors: int = 0
+    operator_log_tracebacks: int = 0
+
+    def count(self, kind: str) -> int:
+        return sum(1 for p in self.problems if p.kind == kind)
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.problems) or self.converge_seconds is None
+
+    def render(self) -> str:
+        converged = (
+            f"{self.converge_seconds:.1f}s after faults off"
+            if self.converge_seconds is not None
+            else f"NOT converged ({self.judged_seconds:.0f}s after faults off)"
+        )
+        lines = [
+            f"storm summary: seed {self.seed}, {self.resources} resources in "
+            f"{self.namespaces} namespaces, {self.kills} operator kills, "
+            f"{self.apiserver_restarts} apiserver restart(s), storm {self.storm_seconds:.0f}s, "
+            f"{converged}",
+            "  operations: " + ", ".join(f"{k} {self.ops[k]}" for k in OP_KINDS),
+        ]
+        if self.ops_skipped:
+            lines.append(
+                "  skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(self.ops_skipped.items()))
+            )
+        lines.append(
+            f"  faults fired ({sum(self.faults_fired.values())}, {self.fault_bursts} bursts): "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.faults_fired.items()))
+        )
+        lines.append(
+            "  Blooio calls: " + ", ".join(f"{k} {v}" for k, v in sorted(self.blooio_calls.items()))
+        )
+        lines.append(
+            f"  operator log: {self.operator_log_errors} ERROR lines, "
+            f"{self.operator_log_tracebacks} tracebacks"
+        )
+        lines += [f"  {kind:<20}{self.count(kind)}" for kind in FLEET_KINDS]
+        for error in self.op_errors[:10]:
+            lines.append(f"  storm op error: {error}")
+        for p in self.problems[:40]:
+            lines.append(f"  ! {p.kind}: {p.resource}: {p.detail}")
+        if len(self.problems) > 40:
+            lines.append(f"  ... and {len(self.problems) - 40} more")
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "resources": self.resources,
+            "namespaces": self.namespaces,
+            "kills": self.kills,
+            "apiserver_restarts": self.apiserver_restarts,
+            "ops": dict(self.ops),
+            "ops_skipped": dict(self.ops_skipped),
+            "op_errors": self.op_errors,
+            "fault_bursts": self.fault_bursts,
+            "faults_fired": self.faults_fired,
+            "blooio_calls": self.blooio_calls,
+            "storm_seconds": round(self.storm_seconds, 1),
+            "converge_seconds": (
+                None if self.converge_seconds is None else round(self.converge_seconds, 1)
+            ),
+            "judged_seconds": round(self.judged_seconds, 1),
+            "counts": {kind.replace(" ", "_"): self.count(kind) for kind in FLEET_KINDS},
+            "problems": [p.__dict__ for p in self.problems],
+            "operator_log_errors": self.operator_log_errors,
+            "operator_log_tracebacks": self.operator_log_tracebacks,
+            "failed": self.failed,
+        }
+
+
+class Storm:
+    def __init__(
+        self,
+        world: World,
+        config: StormConfig,
+        seed: int,
+        *,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.world = world
+        self.config = config
+        self.seed = seed
+        self.log = log
+        self.rng = random.Random(seed)  # reproducible plan; thread timing is not
+        self.lock = threading.Lock()
+        self.namespaces = world.namespaces or [world.hooks.ns]
+        self.hooks = {ns: Webhooks(world.hooks.api, ns) for ns in self.namespaces}
+        self.report = StormReport(
+            seed=seed, resources=config.resources, namespaces=len(self.namespaces)
+        )
+        self.resources = [
+            Resource(self.namespaces[i % len(self.namespaces)], f"storm-{i}", i)
+            for i in range(config.resources)
+        ]
+        self.created = 0
+        self.creators_left = config.create_threads
+        self.done = threading.Event()  # the storm's work is over: stop kills and bursts
+        self.rotations = 0
+
+    # --- the storm --------------------------------------------------------------------------
+
+    def run(self) -> StormReport:
+        sim = self.world.sim
+        if self.config.faults:
+            sim.admin.set_faults(seed=self.seed, rules=base_faults())
+        started = time.monotonic()
+        threads = [
+            threading.Thread(target=self.creator, args=(i,), name=f"create-{i}")
+            for i in range(self.config.create_threads)
+        ]
+        plan = self.plan_ops()
+        threads += [
+            threading.Thread(target=self.operator_of_changes, args=(plan,), name=f"ops-{i}")
+            for i in range(self.config.op_threads)
+        ]
+        disruptor = threading.Thread(target=self.disruptor, name="kills")
+        weather = threading.Thread(target=self.fault_bursts, name="bursts")
+        for thread in [*threads, disruptor, weather]:
+            thread.start()
+        progress = threading.Thread(target=self.progress, args=(started,), name="progress")
+        progress.start()
+        for thread in threads:
+            thread.join()
+        disruptor.join()  # every kill is done (they go on after creation if it was quick)
+        self.done.set()
+        weather.join()
+        progress.join()
+        if not self.world.operator.alive():
+            self.world.operator.start()
+        self.report.storm_seconds = time.monotonic() - started
+        if self.config.faults:
+            faults = sim.admin.faults()
+            sim.admin.clear_faults()
+            fired: Counter[str] = Counter()
+            for rule in faults.get("rules", []):
+                where = ",".join(rule.get("endpoints") or []) or "*"
+                fired[f"{rule['kind']}[{where}]"] += int(rule.get("fired") or 0)
+            self.report.faults_fired = {k: v for k, v in fired.items() if v}
+        self.log(f"{stamp()} storm over after {self.report.storm_seconds:.0f}s; faults off")
+        self.judge()
+        self.report.blooio_calls = dict(sim.admin.counts())
+        logs = self.world.operator.logs()
+        self.report.operator_log_errors = sum(
+            1 for line in logs.splitlines() if " ERROR " in line or line.startswith("ERROR")
+        )
+        self.report.operator_log_tracebacks = logs.count("Traceback (most recent call last)")
+        return self.report
+
+    def plan_ops(self) -> list[tuple[float, str]]:
+        """(share of the fleet created before it may run, kind), in the order to run them."""
+        lo, hi = self.config.ops
+        plan = []
+        for kind in OP_KINDS:
+            count = self.rng.randint(lo, hi)
+            if kind == "delete":
+                count = min(count, self.config.resources // 4)
+            plan += [(self.rng.uniform(0.05, 1.0), kind) for _ in range(count)]
+        plan.sort()
+        return plan
+
+    def creator(self, index: int) -> None:
+        try:
+            self.create_share(index)
+        finally:
+            with self.lock:
+                self.creators_left -= 1
+
+    def create_share(self, index: int) -> None:
+        mine = self.resources[index :: self.config.create_threads]
+        gap = self.config.create_seconds / max(1, len(mine))
+        rng = random.Random(self.seed * 1000 + index)
+        for resource in mine:
+            spec: dict[str, Any] = {"url": resource.url}
+            if rng.random() < 0.8:
+                spec["eventTypes"] = sorted(rng.sample(EVENT_TYPES, rng.randint(1, 3)))
+            channel = rng.choice(CHANNELS)
+            if channel:
+                spec["channelId"] = channel
+            if rng.random() < 0.1:
+                spec["suspend"] = True
+            try:
+                self.create_one(resource, spec)
+            except AssertionError as exc:
+                self.op_error(f"create {resource.name}: {exc}")
+                continue
+            with self.lock:
+                resource.created = True
+                self.created += 1
+            time.sleep(rng.uniform(0.5, 1.5) * gap)  # pacing: creation spread over time
+
+    def create_one(self, resource: Resource, spec: dict[str, Any]) -> None:
+        hooks = self.hooks[resource.ns]
+        retrying(lambda: hooks.get(resource.name) or hooks.create(resource.name, spec))
+
+    def operator_of_changes(self, plan: list[tuple[float, str]]) -> None:
+        """Take the next planned change; run it once enough of the fleet exists."""
+        while True:
+            with self.lock:
+                if not plan:
+                    return
+                share, kind = plan.pop(0)
+            while self.created < share * self.config.resources and self.creators_left:
+                time.sleep(0.2)  # pacing: a change waits for its share of the fleet
+            self.change(kind)
+            time.sleep(self.rng.uniform(0.0, 0.3))
+
+    def pick(self, kind: str) -> Resource | None:
+        with self.lock:
+            choices = [r for r in self.resources if r.created and not r.deleted]
+            if not choices:
+                return None
+            resource = self.rng.choice(choices)
+            if kind == "delete":
+                resource.deleted = True  # judged as deleted from now on
+            elif kind == "url":
+                resource.url_version += 1
+            return resource
+
+    def change(self, kind: str) -> None:
+        resource = self.pick(kind)
+        if resource is None:
+            self.report.ops_skipped[kind] += 1
+            return
+        hooks = self.hooks[resource.ns]
+        name = resource.name
+        try:
+            if kind == "delete":
+                retrying(lambda: delete_once(hooks, name))
+            elif kind == "url":
+                self.patch(resource, {"spec": {"url": resource.url}})
+            elif kind == "event-types":
+                types = sorted(self.rng.sample(EVENT_TYPES, self.rng.randint(1, 3)))
+                self.patch(resource, {"spec": {"eventTypes": types}})
+            elif kind == "channel":
+                spec = self.spec_of(resource)
+                channel = self.rng.choice([c for c in CHANNELS if c != spec.get("channelId")])
+                self.patch(resource, {"spec": {"channelId": channel}})
+            elif kind == "rotate":
+                with self.lock:
+                    self.rotations += 1
+                    token = f"storm-{self.seed}-{self.rotations}"
+                self.patch(resource, {"metadata": {"annotations": {ROTATE_ANNOTATION: token}}})
+            elif kind == "secret-delete":
+                # A resource created moments ago may have no Secret yet: try a few others.
+                tries = 1
+                while not self.delete_secret(resource):
+                    picked = self.pick(kind) if tries < 5 else None
+                    if picked is None:
+                        self.report.ops_skipped["secret-delete (no Secret yet)"] += 1
+                        return
+                    resource, tries = picked, tries + 1
+            elif kind == "suspend":
+                suspended = bool(self.spec_of(resource).get("suspend"))
+                self.patch(resource, {"spec": {"suspend": not suspended}})
+        except (AssertionError, k8s.ApiException) as exc:
+            self.op_error(f"{kind} {resource.ns}/{name}: {exc}")
+            return
+        self.report.ops[kind] += 1
+
+    def spec_of(self, resource: Resource) -> dict[str, Any]:
+        def read() -> dict[str, Any]:
+            obj = self.hooks[resource.ns].get(resource.name)
+            assert obj is not None or resource.deleted, f"{resource.name} is gone"
+            return obj or {}
+
+        obj: dict[str, Any] = {}
+        retrying(lambda: obj.update(read()))
+        spec: dict[str, Any] = obj.get("spec") or {}
+        return spec
+
+    def patch(self, resource: Resource, body: dict[str, Any]) -> None:
+        def call() -> None:
+            try:
+                self.hooks[resource.ns].patch(resource.name, body)
+            except k8s.ApiException as exc:
+                if exc.status != 404 or not resource.deleted:  # deleted by another thread
+                    raise
+
+        retrying(call)
+
+    def delete_secret(self, resource: Resource) -> bool:
+        hooks = self.hooks[resource.ns]
+        obj = hooks.get(resource.name) or {"metadata": {"name": resource.name}}
+        found = [False]
+
+        def delete() -> None:
+            try:
+                hooks.core.delete_namespaced_secret(secret_name_of(obj), resource.ns)
+                found[0] = True
+            except k8s.ApiException as exc:
+                if exc.status != 404:
+                    raise
+
+        retrying(delete)
+        return found[0]
+
+    def op_error(self, message: str) -> None:
+        with self.lock:
+            self.report.op_errors.append(message[:300])
+        self.log(f"  storm op error: {message[:300]}")
+
+    def disruptor(self) -> None:
+        """SIGKILL the operator every 2-6 s and start it again; restart the apiserver once."""
+        while self.created < 0.05 * self.config.resources:
+            time.sleep(0.2)  # pacing: the first kill hits a fleet being created
+        rng = random.Random(self.seed + 1)
+        restart_at = {
+            (i + 1) * self.config.kills // (self.config.apiserver_restarts + 1)
+            for i in range(self.config.apiserver_restarts)
+        }
+        operator = self.world.operator
+        for kill in range(1, self.config.kills + 1):
+            time.sleep(rng.uniform(*self.config.kill_gap))  # the disruption's own rhythm
+            operator.kill()
+            operator.start()
+            self.report.kills = kill
+            self.log(f"{stamp()} kill {kill}: operator SIGKILLed and started again")
+            if kill in restart_at and self.world.restart_apiserver is not None:
+                began = time.monotonic()
+                self.world.restart_apiserver()
+                self.report.apiserver_restarts += 1
+                self.log(f"{stamp()} kube-apiserver restarted ({time.monotonic() - began:.1f}s)")
+
+    def fault_bursts(self) -> None:
+        """Now and then a burst: a 429 storm or a run of 503s on every endpoint."""
+        if not self.config.faults:
+            return
+        rng = random.Random(self.seed + 2)
+        while not self.done.wait(rng.uniform(6.0, 12.0)):
+            count = rng.randint(20, 60)
+            with contextlib.suppress(Exception):
+                if rng.random() < 0.6:
+                    self.world.sim.admin.add_fault(
+                        "rate_limit", probability=0.8, retry_after=1, count=count
+                    )
+                else:
+                    self.world.sim.admin.add_fault(
+                        "error", status=503, probability=0.7, count=count
+                    )
+                self.report.fault_bursts += 1
+
+    def progress(self, started: float) -> None:
+        while not self.done.wait(10.0):
+            self.log(
+                f"{stamp()} +{time.monotonic() - started:.0f}s: created {self.created}/"
+                f"{self.config.resources}, changes {sum(self.report.ops.values())}, "
+                f"kills {self.report.kills}"
+            )
+
+    # --- judging from the outside ---------------------------------------------------------------
+
+    def observe(self) -> list[FleetProblem]:
+        objects: list[dict[str, Any]] = []
+        secrets: dict[Key, dict[str, str]] = {}
+        api = self.world.hooks
+        for ns in self.namespaces:
+            listed: Any = api.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+            objects += listed["items"]
+            for secret in api.core.list_namespaced_secret(ns).items:
+                data = secret.data or {}
+                assert secret.metadata is not None
+                secrets[(ns, str(secret.metadata.name))] = {
+                    k: base64.b64decode(v).decode() for k, v in data.items()
+                }
+        webhooks = self.world.sim.webhooks()
+        with self.lock:
+            deleted = {r.key for r in self.resources if r.deleted}
+        return fleet_problems(objects, secrets, webhooks, deleted)
+
+    def judge(self) -> None:
+        """Count until every count is zero for ``stable_seconds``, or the deadline passes."""
+        off = time.monotonic()
+        deadline = off + self.config.converge_seconds
+        zero_since: float | None = None
+        last_log = 0.0
+        problems: list[FleetProblem] = []
+        while True:
+            now = time.monotonic()
+            try:
+                problems = self.observe()
+            except Exception as exc:  # an apiserver hiccup is not a count
+                self.log(f"  observe failed: {exc!r}")
+                problems = [FleetProblem("not ready", "(observe)", repr(exc)[:200])]
+            if problems:
+                zero_since = None
+            elif zero_since is None:
+                zero_since = now
+            elif now - zero_since >= self.config.stable_seconds:
+                self.report.converge_seconds = zero_since - off
+                break
+            if now > deadline:
+                break
+            if now - last_log >= 10.0:
+                last_log = now
+                counts = Counter(p.kind for p in problems)
+                self.log(
+                    f"{stamp()} +{now - off:.0f}s after faults off: "
+                    + (", ".join(f"{k} {v}" for k, v in counts.items()) or "all zero")
+                )
+            time.sleep(self.config.poll_seconds)  # pacing between outside looks
+        self.report.judged_seconds = time.monotonic() - off
+        self.report.problems = problems
+
+
+def stamp() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.storm", description=__doc__)
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument("--seed", type=int, default=None, help="default: random")
+    parser.add_argument("--resources", type=int, default=300)
+    parser.add_argument("--namespaces", type=int, default=3)
+    parser.add_argument("--kills", type=int, default=12)
+    parser.add_argument("--apiserver-restarts", type=int, default=1)
+    parser.add_argument("--create-seconds", type=float, default=40.0)
+    parser.add_argument("--ops", type=str, default="10-30", help="resources per kind, LO-HI")
+    parser.add_argument("--no-faults", action="store_true", help="no Blooio faults")
+    parser.add_argument("--converge-seconds", type=float, default=300.0)
+    parser.add_argument("--secret-check-interval", type=float, default=None)
+    parser.add_argument("--log-level", default=None, help="operator log level (default DEBUG)")
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep logs here")
+    parser.add_argument("--report", type=Path, default=None, help="write the summary as JSON")
+    args = parser.parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    lo, _, hi = args.ops.partition("-")
+    config = StormConfig(
+        resources=args.resources,
+        namespaces=args.namespaces,
+        kills=args.kills,
+        apiserver_restarts=args.apiserver_restarts,
+        create_seconds=args.create_seconds,
+        ops=(int(lo), int(hi or lo)),
+        faults=not args.no_faults,
+        converge_seconds=args.converge_seconds,
+    )
+    env = operator_env(config.resources)
+    if args.secret_check_interval is not None:
+        env["BLOOIO_SECRET_CHECK_INTERVAL_SECONDS"] = f"{args.secret_check_interval:g}"
+    if args.log_level:
+        env["BLOOIO_LOG_LEVEL"] = args.log_level
+    namespaces = [f"storm-{i}" for i in range(config.namespaces)]
+    with contextlib.ExitStack() as stack:
+        work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        work.mkdir(parents=True, exist_ok=True)
+        print(
+            f"storm: seed {seed}, {config.resources} resources in {namespaces}, "
+            f"{config.kills} kills, secret check every "
+            f"{env['BLOOIO_SECRET_CHECK_INTERVAL_SECONDS']}s, logs in {work}",
+            flush=True,
+        )
+        with local_world(work, namespaces=namespaces, env=env) as world:
+            storm = Storm(world, config, seed, log=lambda line: print(line, flush=True))
+            report = storm.run()
+        print(report.render(), flush=True)
+        if args.report is not None:
+            args.report.parent.mkdir(parents=True, exist_ok=True)
+            args.report.write_text(json.dumps(report.to_json(), indent=2))
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
