@@ -590,8 +590,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             if parent.name in ("kubelet", "containerd") and parent.is_dir():
                 with contextlib.suppress(OSError):
                     parent.rmdir()  # only if empty: /var/lib/kubelet, /run/containerd
+        cp_log = self.work_dir / "controlplane" / "controlplane.log"
+        if cp_log.is_file():
+            self.logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(cp_log, self.logs / "controlplane.log")
         if not problems:
-            for sub in ("containerd", "kubelet", "controlplane", "cni", "images", "pod-logs"):
+            for sub in ("containerd", "kubelet", "controlplane", "cni", "images"):
                 shutil.rmtree(self.work_dir / sub, ignore_errors=True)
             self._state_file.unlink(missing_ok=True)
         self._state = {}
