@@ -1,6 +1,7 @@
 """``make e2e``: a local node, the operator image on it, hack/e2e/scenario.sh, teardown.
 
     python -m tests.node.e2e [--work-dir .build/e2e] [--image-archive PATH] [--keep-up]
+    python -m tests.node.e2e --down      # clean up after a run killed with SIGKILL
 
 Needs root, containerd/runc/CNI plugins/iptables (``bash .ci/run`` installs them), Go
 (builds tests/controlplane and tests/node once per source hash), and the image archive
@@ -68,7 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--image", default=IMAGE)
     parser.add_argument("--keep-up", action="store_true", help="after the scenario, wait for ^C")
+    parser.add_argument("--down", action="store_true", help="only clean up a killed run")
     args = parser.parse_args(argv)
+    if args.down:
+        stale = LocalNode(args.work_dir.resolve() / "node")
+        problems = stale.down() + leftovers(stale.work_dir)
+        print("\n".join(problems) or "nothing left behind")
+        return 1 if problems else 0
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, _on_signal)
 
