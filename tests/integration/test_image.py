@@ -386,11 +386,20 @@ def test_runs_as_the_deployment_runs_it(
     # Health: every probe endpoint answers 200 within the startup probe's budget.
     endpoints = pod.probe_endpoints()
 
-    def healthy() -> bool:
-        assert container.running(), "the container exited"
-        return all(http_get(port, path)[0] == 200 for port, path in endpoints)
+    def healthy_or_exited() -> str | None:
+        if not container.running():
+            return "exited"
+        if all(http_get(port, path)[0] == 200 for port, path in endpoints):
+            return "healthy"
+        return None
 
-    wait_for(healthy, timeout=pod.startup_timeout(), interval=0.5, message=f"probes {endpoints}")
+    outcome = wait_for(
+        healthy_or_exited,
+        timeout=pod.startup_timeout(),
+        interval=0.5,
+        message=f"probes {endpoints}",
+    )
+    assert outcome == "healthy", f"the container exited:\n{container.logs()[-3000:]}"
     print(f"probes answered 200 after {time.monotonic() - started:.1f} s")
 
     # The container runs with the securityContext in effect.
