@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
+    from blooio_operator.handlers import credentials as credentials_handlers
     from blooio_operator.handlers import deliveries as delivery_handlers
     from blooio_operator.handlers.webhooks import register
     from blooio_operator.logs import configure_logging
@@ -98,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     delivery_handlers.register(registry, settings)
+    credentials_handlers.register(registry)
     liveness = (
         f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port is not None else None
     )

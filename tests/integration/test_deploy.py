@@ -211,7 +211,14 @@ def operator_client(
     api = sa_api_client(namespace, "blooio-operator")
     # Wait until the RBAC authorizer has seen the binding.
     wait_for(
-        lambda: status_of(lambda: k8s.CoreV1Api(api).read_namespace(namespace)) == 200,
+        lambda: (
+            status_of(
+                lambda: k8s.CustomObjectsApi(api).list_cluster_custom_object(
+                    "blooio.com", "v1alpha1", "blooiowebhooks"
+                )
+            )
+            == 200
+        ),
         timeout=30,
         message="ClusterRoleBinding effective",
     )
@@ -256,8 +263,14 @@ def operator_can_do_its_job(admin: k8s.ApiClient, api: k8s.ApiClient, ns: str) -
     core.patch_namespaced_secret(
         "orders-blooio-webhook", ns, {"stringData": {"webhook-id": "wh_1"}}
     )
-    core.replace_namespaced_secret(
-        "orders-blooio-webhook", ns, core.read_namespaced_secret("orders-blooio-webhook", ns)
+    # The finalizer the operator puts on credentials Secrets in use.
+    core.patch_namespaced_secret(
+        "orders-blooio-webhook", ns, {"metadata": {"finalizers": ["blooio.com/credentials-in-use"]}}
+    )
+    core.patch_namespaced_secret(
+        "orders-blooio-webhook",
+        ns,
+        {"metadata": {"$deleteFromPrimitiveList/finalizers": ["blooio.com/credentials-in-use"]}},
     )
     core.delete_namespaced_secret("orders-blooio-webhook", ns)
     core.create_namespaced_event(
@@ -272,22 +285,42 @@ def operator_can_do_its_job(admin: k8s.ApiClient, api: k8s.ApiClient, ns: str) -
             type="Normal",
         ),
     )
-    k8s.EventsV1Api(api).create_namespaced_event(
-        ns,
-        k8s.EventsV1Event(
-            metadata=k8s.V1ObjectMeta(name=f"orders.{uuid.uuid4().hex[:8]}"),
-            event_time=datetime.now(UTC),
-            reporting_controller="blooio.com/operator",
-            reporting_instance="test",
-            action="Reconcile",
-            reason="Created",
-            regarding=k8s.V1ObjectReference(
-                api_version="blooio.com/v1alpha1", kind="BlooioWebhook", name="orders", namespace=ns
-            ),
-            type="Normal",
-        ),
-    )
     custom.patch_namespaced_custom_object(*args, "orders", {"metadata": {"finalizers": None}})
+    operator_cannot_use_removed_verbs(admin, api, ns)
+
+
+def operator_cannot_use_removed_verbs(admin: k8s.ApiClient, api: k8s.ApiClient, ns: str) -> None:
+    """The grants trimmed in issue 12 are really gone: update (PUT), events.k8s.io."""
+    core = k8s.CoreV1Api(api)
+    core_admin = k8s.CoreV1Api(admin)
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    core_admin.create_namespaced_secret(
+        ns, k8s.V1Secret(metadata=k8s.V1ObjectMeta(name=name), string_data={"k": "v"})
+    )
+    current = core.read_namespaced_secret(name, ns)
+    assert status_of(lambda: core.replace_namespaced_secret(name, ns, current)) == 403
+    custom = k8s.CustomObjectsApi(api)
+    args = ("blooio.com", "v1alpha1", ns, "blooiowebhooks")
+    obj = custom.get_namespaced_custom_object(*args, "orders")
+    assert status_of(lambda: custom.replace_namespaced_custom_object(*args, "orders", obj)) == 403
+    assert (
+        status_of(lambda: custom.replace_namespaced_custom_object_status(*args, "orders", obj))
+        == 403
+    )
+    event = k8s.EventsV1Event(
+        metadata=k8s.V1ObjectMeta(name=f"orders.{uuid.uuid4().hex[:8]}"),
+        event_time=datetime.now(UTC),
+        reporting_controller="blooio.com/operator",
+        reporting_instance="test",
+        action="Reconcile",
+        reason="Created",
+        regarding=k8s.V1ObjectReference(
+            api_version="blooio.com/v1alpha1", kind="BlooioWebhook", name="orders", namespace=ns
+        ),
+        type="Normal",
+    )
+    assert status_of(lambda: k8s.EventsV1Api(api).create_namespaced_event(ns, event)) == 403
+    core_admin.delete_namespaced_secret(name, ns)
 
 
 def test_operator_role_is_sufficient(
@@ -302,7 +335,8 @@ def test_operator_role_is_sufficient(
         "blooiowebhooks.blooio.com"
     )
     k8s.ApiextensionsV1Api(operator_client).list_custom_resource_definition()
-    k8s.CoreV1Api(operator_client).list_namespace()
+    # Namespaces are needed only for --namespace globs, which the ClusterRole does not serve.
+    assert status_of(lambda: k8s.CoreV1Api(operator_client).list_namespace()) == 403
 
 
 def test_operator_role_cannot_list_secrets_or_escalate(

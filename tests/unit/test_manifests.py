@@ -332,16 +332,16 @@ def rule_set(rules: list[dict[str, Any]]) -> set[tuple[str, str, str]]:
     }
 
 
+# Trimmed (issue 12): no update verbs (the operator only patches), no events.k8s.io, no
+# event patches, no namespaces (only --namespace globs would need them).
 NAMESPACED_RULES = {
-    *{("blooio.com", "blooiowebhooks", v) for v in ("get", "list", "watch", "patch", "update")},
-    *{("blooio.com", "blooiowebhooks/status", v) for v in ("get", "patch", "update")},
-    *{("", "secrets", v) for v in ("get", "create", "update", "patch", "delete")},
-    *{("", "events", v) for v in ("create", "patch")},
-    *{("events.k8s.io", "events", v) for v in ("create", "patch")},
+    *{("blooio.com", "blooiowebhooks", v) for v in ("get", "list", "watch", "patch")},
+    *{("blooio.com", "blooiowebhooks/status", v) for v in ("get", "patch")},
+    *{("", "secrets", v) for v in ("get", "create", "patch", "delete")},
+    ("", "events", "create"),
 }
 CLUSTER_ONLY_RULES = {
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
-    *{("", "namespaces", v) for v in ("get", "list", "watch")},
 }
 
 
