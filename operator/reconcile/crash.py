@@ -19,6 +19,8 @@ POINTS: Final = (
     "before-replace-delete",  # replace: new webhook installed, old not deleted
     "after-remote-delete",  # delete: webhook deleted, finalizer not removed
     "after-rotate",  # rotation answered, Secret not written
+    "before-replay",  # replay intent recorded, replay not posted
+    "after-replay",  # replay posted, not recorded
 )
 
 

@@ -395,6 +395,7 @@ async def _post_probe(
     episode.probe_replay_id = None
     episode.next_at = None
     await ctx.save_status()  # the intent, before the replay
+    ctx.crash("before-replay")
     try:
         result = await client.replay_delivery(st.webhook_id, episode.probe_id)
     except ApiStatusError as exc:
@@ -405,6 +406,7 @@ async def _post_probe(
                 ctx, episode, now, count, f"Blooio refused the replay: {exc.message}"
             )
         raise
+    ctx.crash("after-replay")
     ctx.deps.metrics.replays.labels(episode.trigger, "posted").inc()
     episode.probe_replay_id = result.id
     episode.posted += 1
@@ -521,6 +523,7 @@ async def _replaying(
     await ctx.save_status()  # the intent, before any of these replays
     failure: BlooioError | None = None
     for first in batch:
+        ctx.crash("before-replay")
         try:
             await client.replay_delivery(st.webhook_id, first.id)
         except ApiStatusError as exc:
@@ -535,6 +538,7 @@ async def _replaying(
         if failure is not None:
             ctx.deps.metrics.replays.labels(episode.trigger, "error").inc()
             break
+        ctx.crash("after-replay")
         ctx.deps.metrics.replays.labels(episode.trigger, "posted").inc()
         episode.posted += 1
     if failure is not None:
