@@ -71,7 +71,10 @@ def test_json_logs_and_no_secret_anywhere(
     # 401: a credentialsRef whose key Blooio does not accept.
     k8s.CoreV1Api(kube_api).create_namespaced_secret(
         namespace,
-        k8s.V1Secret(metadata=k8s.V1ObjectMeta(name="bad-key"), string_data={"api-key": BAD_KEY}),
+        k8s.V1Secret(
+            metadata=k8s.V1ObjectMeta(name="bad-key", labels={"blooio.com/credentials": "true"}),
+            string_data={"api-key": BAD_KEY},
+        ),
     )
     hooks.create("denied", {"url": f"{URL}/denied", "credentialsRef": {"name": "bad-key"}})
     hooks.wait_condition("denied", "Stalled", "True", reason="CredentialsInvalid")

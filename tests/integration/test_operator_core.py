@@ -224,7 +224,9 @@ def test_credentials_missing_then_provided(
     k8s.CoreV1Api(kube_api).create_namespaced_secret(
         namespace,
         k8s.V1Secret(
-            metadata=k8s.V1ObjectMeta(name="blooio-key"), string_data={"api-key": API_KEY}
+            # The label is the Secret's consent to be used as a Blooio key (issue 12).
+            metadata=k8s.V1ObjectMeta(name="blooio-key", labels={"blooio.com/credentials": "true"}),
+            string_data={"api-key": API_KEY},
         ),
     )
     hooks.wait_ready("orders", timeout=60)
@@ -244,7 +246,7 @@ def test_invalid_key_stalls_then_recovers_when_fixed(
     core.create_namespaced_secret(
         namespace,
         k8s.V1Secret(
-            metadata=k8s.V1ObjectMeta(name="blooio-key"),
+            metadata=k8s.V1ObjectMeta(name="blooio-key", labels={"blooio.com/credentials": "true"}),
             string_data={"api-key": "bl_test_wrong_key_000000000"},
         ),
     )
