@@ -14,7 +14,6 @@ removed again by :meth:`LocalNode.down` (only what this node created):
   pods to the API server on 127.0.0.1 (``route_localnet`` on the bridge only). There is
   no kube-proxy and no cluster DNS: other Services do not route, pods are reached by IP;
 - cgroups under ``/blooio-e2e`` in every hierarchy (the kubelet's ``cgroupRoot``);
-- ``net.ipv4.ip_forward`` (the bridge plugin turns it on), restored;
 - paths built into kubelet and containerd: ``/var/lib/kubelet/device-plugins``,
   ``/var/log/containers``, ``/run/containerd/s`` (only if they did not exist before).
 
@@ -284,7 +283,6 @@ class LocalNode:
         self.logs.mkdir(parents=True)
         self._state = {
             "created": [p for p in _BUILT_IN_PATHS if not os.path.lexists(p)],
-            "ip_forward": Path("/proc/sys/net/ipv4/ip_forward").read_text().strip(),
             "pids": {},
         }
         self._save_state()
@@ -324,7 +322,10 @@ class LocalNode:
                 {
                     "type": "bridge",
                     "bridge": BRIDGE,
-                    "isGateway": True,
+                    # The bridge already has NODE_IP; isGateway would also switch on
+                    # the host's net.ipv4.ip_forward, which nothing here needs (pods
+                    # talk to each other over the bridge and to this host only).
+                    "isGateway": False,
                     "ipMasq": False,
                     "hairpinMode": True,
                     "ipam": {
@@ -582,8 +583,6 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             and _run("ip", "link", "del", BRIDGE, check=False).returncode
         ):
             problems.append(f"bridge {BRIDGE} not removed")
-        if state.get("ip_forward") is not None:
-            Path("/proc/sys/net/ipv4/ip_forward").write_text(str(state["ip_forward"]))
         for path in state.get("created", []):
             shutil.rmtree(path, ignore_errors=True)
             parent = Path(path).parent
