@@ -23,11 +23,15 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
-COPY pyproject.toml README.md constraints.txt ./
+# Dependencies first (pyproject's list at constraints.txt's pins), so that a change to
+# the source does not download them again.
+COPY pyproject.toml constraints.txt ./
+RUN python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" > /tmp/requirements.txt \
+    && pip wheel --no-cache-dir --constraint constraints.txt --wheel-dir /wheels -r /tmp/requirements.txt
+COPY README.md ./
 COPY operator/ operator/
 COPY hack/image/compile_startup.py /usr/local/share/blooio/compile_startup.py
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /dist . \
-    && pip wheel --no-cache-dir --constraint constraints.txt --wheel-dir /wheels /dist/*.whl
+RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
 # Out of /src, where the directory operator/ would shadow the standard library's module.
 WORKDIR /
 # --no-compile: pip would byte-compile all 2,700 modules (about 65 MB); only the ones

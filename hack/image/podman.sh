@@ -18,10 +18,12 @@ if ! command -v podman >/dev/null 2>&1; then
 fi
 
 cache="${BLOOIO_CACHE_DIR:-$HOME/.cache/blooio-operator}/containers"
+# Runtime state (runroot, libpod tmpdir) is per store: two caches never share it.
+store_id="$(printf '%s' "$cache" | sha256sum | cut -c1-8)"
 if [ "$(id -u)" = 0 ]; then
-    run=/run/blooio-operator/containers
+    run="/run/blooio-operator/containers-$store_id"
 else
-    run="${XDG_RUNTIME_DIR:-/tmp}/blooio-operator-containers-$(id -u)"
+    run="${XDG_RUNTIME_DIR:-/tmp}/blooio-operator-containers-$(id -u)-$store_id"
 fi
 mkdir -p "$cache/storage" "$run"
 
