@@ -27,6 +27,7 @@ from kubernetes import client as k8s
 
 from tests.helpers import wait_for
 from tests.integration.conftest import OperatorFactory, Simulator
+from tests.integration.test_gitops_kstatus import ensure_kstatus_binary, kstatus
 from tests.integration.webhooks import Webhooks
 
 pytestmark = pytest.mark.integration
@@ -136,6 +137,24 @@ class FailingReceiver:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+def argo_health(obj: dict[str, Any]) -> str:
+    """The shipped Argo CD health check (deploy/argocd) run on ``obj``, as Argo CD runs it."""
+    import lupa.lua51 as lupa
+
+    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
+    lua.globals().obj = lua.table_from(obj, recursive=True)
+    hs = lua.execute((ROOT / "deploy" / "argocd" / "blooiowebhook-health.lua").read_text())
+    return str(hs["status"])
+
+
+@pytest.fixture(scope="module")
+def kstatus_bin() -> Path:
+    try:
+        return ensure_kstatus_binary()
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        pytest.fail(f"kstatus checker unavailable: {exc}")
 
 
 @pytest.fixture
@@ -268,6 +287,7 @@ def test_health_goes_false_on_500_and_back(
     receiver: ReceiverProcess,
     kubelet: Kubelet,
     secret_file: Path,
+    kstatus_bin: Path,
 ) -> None:
     start_operator(**REPLAY_ENV)
     webhook_id = ready_with_secret_in_file(hooks, secret_file)["webhookId"]
@@ -281,6 +301,11 @@ def test_health_goes_false_on_500_and_back(
         assert time.monotonic() - started < 4 * 2 + 2  # within about one interval
         assert hooks.condition("orders", "Ready")["status"] == "True"
         assert hooks.condition("orders", "Stalled")["status"] == "False"
+        # Neither Flux (kstatus) nor Argo CD changes its verdict for a failing receiver.
+        obj = hooks.get("orders")
+        assert obj is not None
+        assert kstatus(kstatus_bin, obj)["status"] == "Current"
+        assert argo_health(obj) == "Healthy"
         down.status = 204
         deliver(simulator, webhook_id, down.url, 1)
         cond = hooks.wait_condition("orders", "DeliveriesHealthy", "True", timeout=12)
