@@ -386,16 +386,77 @@ class KubeClient:
             body,
         )
 
-    async def list_webhook_resources(self, namespace: str) -> list[dict[str, Any]]:
-        """Every BlooioWebhook of ``namespace``, as the API server has them now."""
-        obj: Any = await self._call(
-            f"list BlooioWebhooks in {namespace}",
-            self._custom.list_namespaced_custom_object,
-            GROUP,
-            VERSION,
-            namespace,
-            PLURAL,
-        )
+    async def list_webhook_ids(self, namespace: str | None = None) -> dict[str, str]:
+        """uid -> status.webhookId of every BlooioWebhook (of ``namespace``, else of the
+        cluster) that records one; paginated, and only these two fields are kept."""
+        kwargs: dict[str, Any] = {"limit": 500}
+        found: dict[str, str] = {}
+        while True:
+            if namespace is None:
+                obj: Any = await self._call(
+                    "list BlooioWebhooks",
+                    self._custom.list_cluster_custom_object,
+                    GROUP,
+                    VERSION,
+                    PLURAL,
+                    **kwargs,
+                )
+            else:
+                obj = await self._call(
+                    f"list BlooioWebhooks in {namespace}",
+                    self._custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    namespace,
+                    PLURAL,
+                    **kwargs,
+                )
+            for item in obj.get("items", []):
+                webhook_id = (item.get("status") or {}).get("webhookId")
+                if webhook_id:
+                    found[item["metadata"]["uid"]] = str(webhook_id)
+            token = (obj.get("metadata") or {}).get("continue")
+            if not token:
+                return found
+            kwargs["_continue"] = token
+
+    async def list_webhook_resources(
+        self, namespace: str, *, credentials_name: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """BlooioWebhooks of ``namespace`` as the API server has them now: all, or (at most
+        ``limit`` of) those whose spec.credentialsRef.name is ``credentials_name``.
+
+        The filter is a field selector (the CRD's selectableFields); an API server that does
+        not know it (before Kubernetes 1.31) answers 400, and the whole namespace is listed
+        instead (callers filter again).
+        """
+        kwargs: dict[str, Any] = {}
+        if credentials_name is not None:
+            kwargs["field_selector"] = f"spec.credentialsRef.name={credentials_name}"
+            if limit is not None:
+                kwargs["limit"] = limit
+        action = f"list BlooioWebhooks in {namespace}"
+        try:
+            obj: Any = await self._call(
+                action,
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+                **kwargs,
+            )
+        except KubeError as exc:
+            if exc.status != 400 or not kwargs:
+                raise
+            obj = await self._call(
+                action,
+                self._custom.list_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                PLURAL,
+            )
         return [dict(item) for item in obj.get("items", [])]
 
     async def read_webhook_resource(self, namespace: str, name: str) -> dict[str, Any] | None:

@@ -193,9 +193,12 @@ async def release_if_unused(
     running at once may each see the other and keep it; the handler of the DELETED event
     (``handlers.credentials``) then releases it, listing after the object is gone.
     """
+    # At most two: enough to know whether anyone but ``except_uid`` is left (a mass
+    # deletion must not list the whole namespace once per resource).
+    listed = await kube.list_webhook_resources(namespace, credentials_name=secret_name, limit=2)
     users = [
         body
-        for body in await kube.list_webhook_resources(namespace)
+        for body in listed
         if body.get("metadata", {}).get("uid") != except_uid
         and credentials_name(body) == secret_name
     ]

@@ -342,6 +342,12 @@ def test_deleting_a_namespace_with_credentials_ref_completes_and_deletes_the_web
         message="credentials Secret protected",
     )
 
+    # The operator finds a Secret's users by field selector (the CRD's selectableFields).
+    users = k8s.CustomObjectsApi(kube_api).list_namespaced_custom_object(
+        GROUP, VERSION, ns, PLURAL, field_selector="spec.credentialsRef.name=blooio-key"
+    )
+    assert sorted(i["metadata"]["name"] for i in users["items"]) == ["audit", "orders"]
+
     kubectl("delete", "namespace", ns, "--wait=false")
 
     def gone() -> bool:

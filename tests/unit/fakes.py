@@ -460,9 +460,21 @@ class FakeKube:
             stored.finalizers.remove(finalizer)
             stored.resource_version += 1
 
-    async def list_webhook_resources(self, namespace: str) -> list[dict[str, Any]]:
+    async def list_webhook_resources(
+        self, namespace: str, *, credentials_name: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         self._maybe_fail("list_webhook_resources")
-        return [copy.deepcopy(o) for (ns, _), o in self.objects.items() if ns == namespace]
+        found = [
+            copy.deepcopy(o)
+            for (ns, _), o in self.objects.items()
+            if ns == namespace
+            and (
+                credentials_name is None
+                or ((o.get("spec") or {}).get("credentialsRef") or {}).get("name")
+                == credentials_name
+            )
+        ]
+        return found[:limit] if limit is not None and credentials_name is not None else found
 
     async def delete_secret(self, namespace: str, name: str) -> None:
         self._write("delete_secret", name)
