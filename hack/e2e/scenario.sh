@@ -227,7 +227,8 @@ figure delivery_verified_s "${t_examples}"
 # ------------------------------------------------- 5. operator pod deleted mid-way
 log "three more BlooioWebhooks while Blooio answers creates slowly; operator pod deleted mid-way"
 sim POST /_sim/faults '{"rules": [{"kind": "latency", "endpoint": "POST /webhooks", "ms": 3000, "count": 3}]}' >/dev/null
-before_posts="$(sim GET /_sim/calls | json 'd["counts"].get("POST /webhooks", 0)')"
+posts() { sim GET /_sim/calls | json 'len([c for c in d["calls"] if c["endpoint"] == "POST /webhooks"])'; }
+before_posts="$(posts)"
 for name in e2e-a e2e-b e2e-c; do
   cat <<EOF
 apiVersion: blooio.com/v1alpha1
@@ -240,12 +241,14 @@ spec:
 EOF
 done | k apply -f -
 deadline=$((SECONDS + 60))
-until (($(sim GET /_sim/calls | json 'len([c for c in d["calls"] if c["endpoint"] == "POST /webhooks"])') > before_posts)); do
+until (($(posts) > before_posts)); do
   ((SECONDS < deadline)) || die "the operator sent no create within 60 s"
   sleep 0.2
 done
+posts_at_delete="$(posts)"
 k -n "${NS}" delete pod "${op_pod}" --wait=false
 t_restart="$(date +%s.%N)"
+log "operator pod ${op_pod} deleted after $((posts_at_delete - before_posts)) of the 3 creates reached Blooio"
 deadline=$((SECONDS + 180))
 until new_pod="$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator \
   -o jsonpath='{range .items[?(@.status.containerStatuses[0].ready==true)]}{.metadata.name}{"\n"}{end}' |
@@ -265,7 +268,8 @@ urls = collections.Counter(h["url"] for h in hooks)
 dups = {u: n for u, n in urls.items() if n > 1}
 print(len(hooks), "duplicates:" + (",".join(sorted(dups)) or "none"))
 ')"
-log "simulator webhooks after the restart: ${check}"
+posts_total="$(posts)"
+log "simulator webhooks after the restart: ${check}; POST /webhooks calls for the three: $((posts_total - before_posts))"
 [[ "${check}" == "4 duplicates:none" ]] || die "expected 4 remote webhooks and no duplicates, got: ${check}"
 for name in e2e-a e2e-b e2e-c; do
   id="$(k -n shop get bwh "${name}" -o jsonpath='{.status.webhookId}')"
