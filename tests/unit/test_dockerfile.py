@@ -244,3 +244,26 @@ def test_wheel_installs_with_runtime_deps_and_cli_runs(tmp_path: Path) -> None:
     # Every flag the shipped Deployments pass must exist, or the pod crash-loops.
     for flag in shipped_run_flags():
         assert flag in run_help, f"deployment passes {flag}, unknown to `run`"
+
+
+def test_make_image_without_an_engine_names_the_debian_packages(tmp_path: Path) -> None:
+    # A PATH with everything the script may call except podman and docker.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname", "cat", "sed", "head", "git", "sha256sum", "cut"):
+        found = shutil.which(tool)
+        if found:
+            (bin_dir / tool).symlink_to(found)
+    result = subprocess.run(
+        [str(bin_dir / "bash"), str(ROOT / "hack" / "image" / "build.sh")],
+        env={"PATH": str(bin_dir), "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    for package in ("podman", "buildah", "runc", "uidmap", "mmdebstrap"):
+        assert package in result.stderr, result.stderr
+    assert "apt-get install" in result.stderr
+    assert not (tmp_path / ".cache").exists(), "it must install or create nothing"
