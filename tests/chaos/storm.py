@@ -40,6 +40,7 @@ import base64
 import contextlib
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -146,6 +147,8 @@ class Resource:
 @dataclass
 class StormReport:
     seed: int
+    commit: str = ""
+    operator_env: dict[str, str] = field(default_factory=dict)
     resources: int = 0
     namespaces: int = 0
     kills: int = 0
@@ -186,6 +189,8 @@ class StormReport:
             f"{self.ready_share_at_faults_off:.0%} Ready, {converged}",
             "  operations: " + ", ".join(f"{k} {self.ops[k]}" for k in OP_KINDS),
         ]
+        if self.commit:
+            lines.insert(1, f"  tree: {self.commit}")
         if self.ops_skipped:
             lines.append(
                 "  skipped: " + ", ".join(f"{k} {v}" for k, v in sorted(self.ops_skipped.items()))
@@ -213,6 +218,8 @@ class StormReport:
     def to_json(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
+            "commit": self.commit,
+            "operator_env": self.operator_env,
             "resources": self.resources,
             "namespaces": self.namespaces,
             "kills": self.kills,
@@ -618,6 +625,29 @@ def secret_of(resource: Resource) -> str:
     return secret_name_of({"metadata": {"name": resource.name}})
 
 
+def git_commit() -> str:
+    """The tree the storm ran against (a dirty tree is marked), for the report."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "operator"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return head + ("+dirty operator/" if dirty else "")
+
+
 def stamp() -> str:
     return time.strftime("%H:%M:%S")
 
@@ -672,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         with local_world(work, namespaces=namespaces, env=env) as world:
             storm = Storm(world, config, seed, log=lambda line: print(line, flush=True))
+            storm.report.commit = git_commit()
+            storm.report.operator_env = env
             report = storm.run()
         print(report.render(), flush=True)
         if args.report is not None:
