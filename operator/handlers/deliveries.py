@@ -1,9 +1,9 @@
 """kopf registrations for delivery health and replays (``reconcile.deliveries``/``replay``).
 
-* A watch-event handler keeps a slim copy of each resource (what a check needs) and,
-  from its status and annotations, when replay work is next due (a signing-secret
-  change, an episode in progress, a ``blooio.com/replay-failed-since`` value); a timer
-  per resource with work due runs the next step. Events cost no API call.
+* A watch-event handler works out, from a resource's status and annotations, when
+  replay work is next due (a signing-secret change, an episode in progress, a
+  ``blooio.com/replay-failed-since`` value); a timer per resource with work due runs
+  the next step. Events cost no API call.
 * The health sweep: one ``GET /webhooks/{id}/deliveries`` per resource per
   ``BLOOIO_DELIVERIES_HEALTH_INTERVAL_SECONDS``, spread evenly over the interval by
   ``handlers.webhooks.periodic_sweep``. A check writes status only when the summary or
@@ -25,10 +25,12 @@ from typing import Any
 import kopf
 
 from blooio_operator.blooio import BlooioError
-from blooio_operator.handlers.webhooks import KubeEvents, ObjectGuards, periodic_sweep, slim_body
+from blooio_operator.handlers.registry import Registry
+from blooio_operator.handlers.webhooks import KubeEvents, ObjectGuards, periodic_sweep
+from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION, WebhookStatus
 from blooio_operator.reconcile import replay
-from blooio_operator.reconcile.context import Deps, WebhookContext, now_iso
+from blooio_operator.reconcile.context import Deps, WebhookContext, now_iso, parse_iso
 from blooio_operator.reconcile.deliveries import apply_health, list_deliveries
 from blooio_operator.reconcile.errors import CredentialsFailure, ReconcileError
 from blooio_operator.settings import Settings
@@ -180,12 +182,19 @@ async def check_health(deps: Deps, guards: ObjectGuards, body: dict[str, Any]) -
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
-    """Register the delivery handlers (call next to ``handlers.webhooks.register``)."""
-    tracked: dict[str, dict[str, Any]] = {}  # uid -> slim body, as the last event had it
+    """Register the delivery handlers (call next to ``handlers.webhooks.register``).
+
+    Resource bodies for the health sweep come from the webhook handlers' registry
+    (``memo["registry"]``, kept current from every watch event; no second copy). The event
+    handler runs only for events that may concern replays (its ``when`` filter), and
+    remembers per resource only its name and webhook id.
+    """
+    refs: dict[str, tuple[str, str, str, str, str]] = {}  # uid -> apiVersion, kind, ns, name, uid
+    webhook_ids: dict[str, str | None] = {}  # uid -> webhook id in the last event seen
     previous: dict[str, str] = {}  # uid -> webhook id seen before the current one
     state: dict[str, Any] = {}
 
-    def due_for(uid: str, body: dict[str, Any]) -> float | None:
+    def due_for(uid: str, body: kopf.Body) -> float | None:
         status = body.get("status") or {}
         if not status.get("webhookId") or body["metadata"].get("deletionTimestamp"):
             return None
@@ -202,13 +211,34 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             previous_webhook_id=previous.get(uid),
         )
 
-    @kopf.on.event(*RESOURCE, registry=registry, id="deliveries")
+    def may_concern_replays(type: str | None, body: kopf.Body, **_: Any) -> bool:
+        uid = body["metadata"]["uid"]
+        status = body.get("status") or {}
+        deliveries = status.get("deliveries") or {}
+        annotations = body["metadata"].get("annotations") or {}
+        rotated = status.get("secretRotatedAt")
+        if rotated and rotated != deliveries.get("secretChangeAt"):
+            at = parse_iso(rotated) if isinstance(rotated, str) else None
+            if at is None or at < time.time() - settings.replay_window_seconds:
+                rotated = None  # too old to act on: not worth a call per event
+        return bool(
+            type == "DELETED"
+            or uid not in refs
+            or webhook_ids.get(uid) != status.get("webhookId")
+            or deliveries.get("replay")
+            or annotations.get(reasons.ANNOTATION_REPLAY_SINCE)
+            or (rotated and rotated != deliveries.get("secretChangeAt"))
+            or uid in previous
+        )
+
+    @kopf.on.event(*RESOURCE, registry=registry, id="deliveries", when=may_concern_replays)
     async def deliveries_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:
         meta = body["metadata"]
         uid = meta["uid"]
         timers: DueTimers | None = state.get("timers")
         if type == "DELETED":
-            tracked.pop(uid, None)
+            refs.pop(uid, None)
+            webhook_ids.pop(uid, None)
             previous.pop(uid, None)
             if timers is not None:
                 timers.forget(uid)
@@ -216,31 +246,34 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             if deps is not None:
                 deps.metrics.forget_webhook(meta["namespace"], meta["name"])
             return
-        slim = slim_body(body)
-        old = tracked.get(uid)
-        old_id = (old.get("status") or {}).get("webhookId") if old is not None else None
-        new_id = slim["status"].get("webhookId")
+        refs[uid] = (body["apiVersion"], body["kind"], meta["namespace"], meta["name"], uid)
+        old_id = webhook_ids.get(uid)
+        new_id = (body.get("status") or {}).get("webhookId")
         if old_id and new_id and old_id != new_id:
             previous[uid] = old_id
-        tracked[uid] = slim
+        webhook_ids[uid] = new_id
         if timers is not None:
-            timers.set(uid, due_for(uid, slim))
+            timers.set(uid, due_for(uid, body))
 
     @kopf.on.startup(registry=registry, id="start_deliveries")
-    async def start_deliveries(memo: kopf.Memo, **_: Any) -> None:
+    async def start_deliveries(memo: kopf.Memo, **kwargs: Any) -> None:
         deps: Deps | None = memo.get("deps")
         guards: ObjectGuards | None = memo.get("guards")
         if deps is None or guards is None:
             raise kopf.TemporaryError("waiting for the webhook handlers' startup", delay=1)
+        known: Registry | None = memo.get("registry")
 
         async def step(uid: str) -> float | None:
-            body = tracked.get(uid)
-            if body is None:
+            ref = refs.get(uid)
+            if ref is None:
                 return None
+            _, _, namespace, name, _ = ref
             async with guards.locks[uid]:
-                ctx = WebhookContext.build(deps, body=body, events=KubeEvents(deps.kube, body))
-                if not await ctx.reread():
+                # Read under the lock: the body acted on is never older than the last write.
+                body = await deps.kube.read_webhook_resource(namespace, name)
+                if body is None or body["metadata"].get("uid") != uid:
                     return None
+                ctx = WebhookContext.build(deps, body=body, events=KubeEvents(deps.kube, body))
                 try:
                     due = await replay.step(ctx, previous_webhook_id=previous.get(uid))
                 finally:
@@ -255,18 +288,23 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         state["timers"] = timers
         tasks: list[asyncio.Task[None]] = []
         interval = settings.deliveries_health_interval_seconds
-        if interval > 0:
+        if interval > 0 and known is not None:
+            body_of = known.body
 
             def current() -> list[str]:
-                return [
-                    uid
-                    for uid, body in tracked.items()
-                    if (body.get("status") or {}).get("webhookId")
-                    and not body["metadata"].get("deletionTimestamp")
-                ]
+                due = []
+                for uid in known.uids():
+                    body = known.body(uid)
+                    if (
+                        body is not None
+                        and (body.get("status") or {}).get("webhookId")
+                        and not body["metadata"].get("deletionTimestamp")
+                    ):
+                        due.append(uid)
+                return due
 
             async def check(uid: str) -> None:
-                body = tracked.get(uid)
+                body = body_of(uid)
                 if body is None:
                     return
                 try:
@@ -279,6 +317,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                     periodic_sweep(current, check, interval=interval), name="delivery-health"
                 )
             )
+        elif interval > 0:
+            log.warning("delivery health is off: the webhook handlers' registry is missing")
         state["tasks"] = tasks
 
     @kopf.on.cleanup(registry=registry, id="stop_deliveries")

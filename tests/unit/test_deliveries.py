@@ -182,3 +182,27 @@ def test_transition_time_moves_only_on_a_flip() -> None:
     cond = st.condition(reasons.DELIVERIES_HEALTHY)
     assert cond is not None
     assert (cond.status, cond.last_transition_time) == ("True", "2026-01-01T01:06:00Z")
+
+
+def test_metrics_by_namespace_and_name_and_forgotten_on_delete() -> None:
+    from prometheus_client import generate_latest
+
+    from blooio_operator.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observe_deliveries("shop", "orders", {"delivered": 3, "failed": 1, "pending": 0}, 1.7e9)
+    metrics.replays.labels("rotation", "posted").inc(4)
+    text = generate_latest(metrics.registry).decode()
+    assert (
+        'blooio_operator_webhook_deliveries{name="orders",namespace="shop",outcome="failed"} 1.0'
+        in text
+    )
+    assert (
+        'blooio_operator_webhook_last_delivered_timestamp_seconds{name="orders",namespace="shop"}'
+        in text
+    )
+    assert 'blooio_operator_delivery_replays_total{result="posted",trigger="rotation"} 4.0' in text
+    metrics.forget_webhook("shop", "orders")
+    metrics.forget_webhook("shop", "orders")  # twice is fine
+    text = generate_latest(metrics.registry).decode()
+    assert 'namespace="shop"' not in text
