@@ -9,7 +9,6 @@ retry delay the reconcile layer decided.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import time
 from collections import defaultdict
@@ -19,7 +18,8 @@ from typing import Any, cast
 import kopf
 
 from blooio_operator.blooio import ClientPool, RetryPolicy
-from blooio_operator.kube import KubeClient
+from blooio_operator.handlers.registry import Registry
+from blooio_operator.kube import KubeClient, KubeError
 from blooio_operator.kube.client import COMPONENT, load_api_client
 from blooio_operator.metrics import Metrics
 from blooio_operator.models import reasons
@@ -165,23 +165,11 @@ def to_kopf(err: Exception, *, deleting: bool = False) -> kopf.PermanentError | 
     return kopf.TemporaryError(str(err), delay=10.0)
 
 
-class _ClaimedIds:
-    """Webhook ids recorded by *other* BlooioWebhooks; looked up lazily, never listed."""
-
-    def __init__(self, index: kopf.Index[str, str], uid: str) -> None:
-        self._index = index
-        self._uid = uid
-
-    def __contains__(self, webhook_id: object) -> bool:
-        uids = self._index.get(webhook_id) if isinstance(webhook_id, str) else None
-        return uids is not None and any(u != self._uid for u in uids)
-
-
 def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     """Register every handler on ``registry`` with intervals from ``settings``."""
     guards = ObjectGuards()
     locks, written_at = guards.locks, guards.written_at
-    busy = asyncio.Semaphore(settings.max_workers)  # resources being worked on at once
+    known = Registry()  # every resource's slim body and the webhook id it holds
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -204,10 +192,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         settings.watching.reconnect_backoff = 1.0
         settings.networking.request_timeout = 30
         settings.queueing.idle_timeout = app.worker_idle_seconds
-        # No kopf worker limit: with indexes, kopf makes every object's worker wait until
-        # all objects are indexed, and a limit smaller than the object count never gets
-        # there (nolar/kopf#1243): the operator stalls after a restart. Concurrency is
-        # bounded by ``busy`` in run() instead, where waiting holds no kopf worker slot.
+        # Safe only because no kopf index is registered (see handlers/registry.py): with
+        # one, every worker waits for all objects to be indexed, a deadlock as soon as
+        # there are more objects than workers (nolar/kopf#1243).
+        settings.queueing.worker_limit = app.max_workers
         namespaces: list[str] = memo.get("namespaces") or []
         if namespaces and not any(c in ns for ns in namespaces for c in "*?[!"):
             # Exact namespaces: nothing to discover, and the namespaced RBAC variant
@@ -224,6 +212,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             on_response=metrics.observe_request,
         )
         memo["guards"] = guards  # for other handler modules that write a resource's status
+        memo["registry"] = known  # for other handler modules that need every resource
+        # Claims must be complete before any handler decides whether a webhook is someone
+        # else's; the event handler below only catches up as kopf's workers get to objects.
+        known.seed_claims(await _held_webhook_ids(kube, namespaces))
         memo["deps"] = Deps(
             settings=app,
             kube=kube,
@@ -246,24 +238,26 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             await deps.clients.aclose()
             deps.kube.close()
 
-    @kopf.index(*RESOURCE, registry=registry, id="webhook_ids")
-    async def webhook_ids(status: kopf.Status, uid: str, **_: Any) -> dict[str, str] | None:
-        # async: a sync indexer would be sent to a thread pool on every event.
-        webhook_id = status.get("webhookId")
-        return {webhook_id: uid} if webhook_id else None
+    @kopf.on.event(*RESOURCE, registry=registry, id="registry")
+    async def observe(body: kopf.Body, type: str | None, **_: Any) -> None:
+        # async: a sync handler would be sent to a thread pool on every event.
+        if type == "DELETED":
+            known.forget(body["metadata"]["uid"])
+        else:
+            known.observe(body)
 
     def forget(deps: Deps, uid: str) -> None:
         """Drop what the handlers keep per object, once it is gone."""
         deps.metrics.resource_conditions.pop(uid, None)
         locks.pop(uid, None)
         written_at.pop(uid, None)
+        known.forget(uid)
 
     async def run(
         body: kopf.Body,
         patch: kopf.Patch | None,
         memo: kopf.Memo,
         retry: int,
-        index: kopf.Index[str, str],
         trigger: str,
         step: Callable[[WebhookContext], Awaitable[None]],
         *,
@@ -292,7 +286,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 body=source,
                 events=events or KopfEvents(body),
                 attempt=retry,
-                claimed_ids=_ClaimedIds(index, uid),
+                claimed_ids=known.claimed_by_others(uid),
                 status_sink=patch.status if patch is not None else None,
             )
             if skip_if is not None and skip_if(ctx):
@@ -300,8 +294,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 _track(deps, uid, ctx)
                 return
             try:
-                async with busy:
-                    await step(ctx)
+                await step(ctx)
             except Exception as exc:
                 if ctx.writes:
                     written_at[uid] = time.monotonic()
@@ -326,7 +319,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             patch,
             memo,
             retry,
-            kwargs["webhook_ids"],
             "resume",
             lifecycle.reconcile,
             skip_if=_skip_on_resume,
@@ -337,7 +329,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     async def reconcile_webhook(
         body: kopf.Body, patch: kopf.Patch, memo: Any, retry: int, reason: str, **kwargs: Any
     ) -> None:
-        await run(body, patch, memo, retry, kwargs["webhook_ids"], str(reason), lifecycle.reconcile)
+        await run(body, patch, memo, retry, str(reason), lifecycle.reconcile)
 
     @kopf.on.delete(*RESOURCE, registry=registry, id="finalize")
     async def delete_webhook(
@@ -348,21 +340,14 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             patch,
             memo,
             retry,
-            kwargs["webhook_ids"],
             "delete",
             deletion.finalize,
             deleting=True,
         )
         forget(memo["deps"], body["metadata"]["uid"])
 
-    @kopf.index(*RESOURCE, registry=registry, id="webhook_bodies")
-    async def webhook_bodies(body: kopf.Body, uid: str, **_: Any) -> dict[str, dict[str, Any]]:
-        return {uid: slim_body(body)}
-
     @kopf.on.startup(registry=registry, id="start_periodic_checks")
-    async def start_periodic_checks(memo: kopf.Memo, **kwargs: Any) -> None:
-        bodies: kopf.Index[str, dict[str, Any]] = kwargs["webhook_bodies"]
-        ids: kopf.Index[str, str] = kwargs["webhook_ids"]
+    async def start_periodic_checks(memo: kopf.Memo, **_: Any) -> None:
         retries = SweepRetries()
         memo["sweep_retries"] = retries
 
@@ -370,15 +355,14 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             # Resources being deleted are the finalizer's; the check skips them too.
             return [
                 uid
-                for uid, store in bodies.items()
-                if not any(b["metadata"].get("deletionTimestamp") for b in store)
+                for uid in known.uids()
+                if not (known.body(uid) or {}).get("metadata", {}).get("deletionTimestamp")
             ]
 
         async def check(uid: str) -> None:
-            # The body as kopf's index holds it now (moments old), not as the pass began;
+            # The body as the registry holds it now (moments old), not as the pass began;
             # the check reads it again before it changes anything.
-            store = bodies.get(uid)
-            body = next(iter(store), None) if store is not None else None
+            body = known.body(uid)
             if body is None:
                 forget(memo["deps"], uid)  # deleted meanwhile
                 retries.discard(uid)
@@ -394,7 +378,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                     None,  # the sweep's writes are its own: no kopf patch follows them
                     memo,
                     0,
-                    ids,
                     "periodic",
                     step,
                     events=KubeEvents(memo["deps"].kube, body),
@@ -464,21 +447,6 @@ class SweepRetries:
         await asyncio.gather(*self._running, return_exceptions=True)
 
 
-def slim_body(body: kopf.Body) -> dict[str, Any]:
-    """What a periodic check needs of a resource: no managedFields, no kopf bookkeeping."""
-    meta = body["metadata"]
-    keep = ("namespace", "name", "uid", "generation", "annotations", "deletionTimestamp")
-    status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
-    slim = {
-        "apiVersion": body["apiVersion"],
-        "kind": body["kind"],
-        "metadata": {k: meta[k] for k in keep if k in meta},
-        "spec": dict(body.get("spec") or {}),
-        "status": status,
-    }
-    return copy.deepcopy(slim)
-
-
 async def periodic_sweep(
     current: Callable[[], list[str]],
     check: Callable[[str], Awaitable[None]],
@@ -492,7 +460,7 @@ async def periodic_sweep(
     One task for all resources instead of a kopf timer per resource: a timer holds a
     live copy of its object's whole body (managedFields included), the timers of objects
     applied together tick together, and kopf makes a deletion wait for a busy timer.
-    The uids are taken from kopf's index as each pass starts (one that appears later is
+    The uids are taken from the registry as each pass starts (one that appears later is
     checked on the next pass); each check looks its body up when its turn comes.
     """
     gate = asyncio.Semaphore(concurrency)
@@ -533,3 +501,22 @@ def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:
             deps.metrics.resource_conditions[uid] = cond
             return
     deps.metrics.resource_conditions[uid] = "Unknown"
+
+
+async def _held_webhook_ids(kube: KubeClient, namespaces: list[str]) -> dict[str, str]:
+    """uid -> webhook id of every BlooioWebhook the operator may see, listed once.
+
+    Cluster-wide when allowed (claims are about the whole cluster); the namespaced RBAC
+    variant lists each of its namespaces instead.
+    """
+    try:
+        return await kube.list_webhook_ids()
+    except KubeError as exc:
+        exact = [ns for ns in namespaces if not any(c in ns for c in "*?[!")]
+        if exc.status != 403 or not exact:
+            log.warning("could not list BlooioWebhooks to seed claims: %s", exc)
+            return {}
+    held: dict[str, str] = {}
+    for ns in exact:
+        held.update(await kube.list_webhook_ids(ns))
+    return held

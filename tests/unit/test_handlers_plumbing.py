@@ -10,7 +10,8 @@ from typing import Any
 import kopf
 import pytest
 
-from blooio_operator.handlers.webhooks import StatusDiffBase, periodic_sweep, slim_body
+from blooio_operator.handlers.registry import slim_body
+from blooio_operator.handlers.webhooks import StatusDiffBase, periodic_sweep
 
 
 def _body(name: str, *, deleting: bool = False) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""What the operator knows of every BlooioWebhook without asking: its slim body (for the
+periodic sweep) and the webhook id it holds (so no resource acts on another's webhook).
+
+kopf's indexes would do this, but they cannot be used at scale: on start, each object's
+worker indexes its object and then waits until *every* object is indexed. With a worker
+limit that is a deadlock as soon as there are more objects than workers
+(nolar/kopf#1243); without one, the wait is a ``ToggleSet`` every worker re-checks on
+every change, which at 10,000 objects kept a restarted operator from handling anything
+for minutes. This registry is fed by a kopf event handler (every watch event, no waiting)
+and seeded once at start-up with a list of the webhook ids every BlooioWebhook holds, so
+claims are complete before the first handler runs, whatever the order of events.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any
+
+
+class Registry:
+    def __init__(self) -> None:
+        self._bodies: dict[str, dict[str, Any]] = {}
+        self._held: dict[str, str] = {}  # uid -> webhook id
+        self._holders: defaultdict[str, set[str]] = defaultdict(set)  # webhook id -> uids
+
+    # --- feeding -------------------------------------------------------------------------
+
+    def seed_claims(self, held: Mapping[str, str]) -> None:
+        """Webhook ids held at start-up (uid -> id); events seen since take precedence."""
+        for uid, webhook_id in held.items():
+            if uid not in self._bodies:
+                self._hold(uid, webhook_id)
+
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """A watch event's body (ADDED / MODIFIED, or the initial listing)."""
+        uid = body["metadata"]["uid"]
+        self._bodies[uid] = slim_body(body)
+        webhook_id = (body.get("status") or {}).get("webhookId")
+        if webhook_id:
+            self._hold(uid, str(webhook_id))
+        else:
+            self._release(uid)
+
+    def forget(self, uid: str) -> None:
+        """The object is gone (DELETED event, or a re-read found nothing)."""
+        self._bodies.pop(uid, None)
+        self._release(uid)
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def body(self, uid: str) -> dict[str, Any] | None:
+        return self._bodies.get(uid)
+
+    def uids(self) -> list[str]:
+        return list(self._bodies)
+
+    def holders(self, webhook_id: str) -> frozenset[str]:
+        return frozenset(self._holders.get(webhook_id, ()))
+
+    def claimed_by_others(self, uid: str) -> ClaimedIds:
+        return ClaimedIds(self, uid)
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _hold(self, uid: str, webhook_id: str) -> None:
+        if self._held.get(uid) == webhook_id:
+            return
+        self._release(uid)
+        self._held[uid] = webhook_id
+        self._holders[webhook_id].add(uid)
+
+    def _release(self, uid: str) -> None:
+        old = self._held.pop(uid, None)
+        if old is None:
+            return
+        holders = self._holders.get(old)
+        if holders is not None:
+            holders.discard(uid)
+            if not holders:
+                del self._holders[old]
+
+
+class ClaimedIds:
+    """Webhook ids recorded by *other* BlooioWebhooks (a ``Container``), looked up lazily."""
+
+    def __init__(self, registry: Registry, uid: str) -> None:
+        self._registry = registry
+        self._uid = uid
+
+    def __contains__(self, webhook_id: object) -> bool:
+        if not isinstance(webhook_id, str):
+            return False
+        return any(u != self._uid for u in self._registry.holders(webhook_id))
+
+
+def slim_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What a periodic check needs of a resource: no managedFields, no kopf bookkeeping."""
+    meta = body["metadata"]
+    keep = ("namespace", "name", "uid", "generation", "annotations", "deletionTimestamp")
+    status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    slim = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {k: meta[k] for k in keep if k in meta},
+        "spec": dict(body.get("spec") or {}),
+        "status": status,
+    }
+    return copy.deepcopy(slim)

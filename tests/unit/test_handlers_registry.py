@@ -1,0 +1,63 @@
+"""The registry that replaced kopf's indexes: slim bodies for the sweep, and claims."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blooio_operator.handlers.registry import Registry
+
+
+def body(uid: str, webhook_id: str | None = None) -> dict[str, Any]:
+    status = {"webhookId": webhook_id} if webhook_id else {}
+    return {
+        "apiVersion": "blooio.com/v1alpha1",
+        "kind": "BlooioWebhook",
+        "metadata": {"namespace": "shop", "name": uid, "uid": uid, "managedFields": [{}]},
+        "spec": {"url": "https://a.example.com/h"},
+        "status": {**status, "kopf": {"x": 1}},
+    }
+
+
+def test_claims_are_other_resources_ids_only() -> None:
+    reg = Registry()
+    reg.observe(body("a", "wh_1"))
+    reg.observe(body("b", "wh_2"))
+    assert "wh_2" in reg.claimed_by_others("a")
+    assert "wh_1" not in reg.claimed_by_others("a")  # its own
+    assert "wh_9" not in reg.claimed_by_others("a")
+
+
+def test_seeded_claims_hold_until_events_say_otherwise() -> None:
+    reg = Registry()
+    reg.seed_claims({"a": "wh_1", "b": "wh_2"})
+    assert "wh_1" in reg.claimed_by_others("c")
+    assert reg.uids() == []  # seeding gives claims, not bodies for the sweep
+    reg.observe(body("a", "wh_3"))  # a moved to another webhook
+    assert "wh_1" not in reg.claimed_by_others("c")
+    assert "wh_3" in reg.claimed_by_others("c")
+    reg.seed_claims({"a": "wh_1"})  # a late seed never overrides an event
+    assert "wh_1" not in reg.claimed_by_others("c")
+
+
+def test_forget_releases_body_and_claim() -> None:
+    reg = Registry()
+    reg.observe(body("a", "wh_1"))
+    reg.observe(body("b", "wh_1"))  # two holders (e.g. a contested adoption)
+    reg.forget("a")
+    assert reg.body("a") is None
+    assert reg.holders("wh_1") == frozenset({"b"})
+    reg.forget("b")
+    assert reg.holders("wh_1") == frozenset()
+    assert len(reg) == 0
+
+
+def test_bodies_are_slim_copies() -> None:
+    reg = Registry()
+    raw = body("a", "wh_1")
+    reg.observe(raw)
+    slim = reg.body("a")
+    assert slim is not None
+    assert "managedFields" not in slim["metadata"]
+    assert "kopf" not in slim["status"]
+    raw["spec"]["url"] = "https://changed"
+    assert slim["spec"]["url"] == "https://a.example.com/h"
