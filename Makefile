@@ -84,13 +84,17 @@ image-base:
 
 # --- end-to-end on a local node (docs/operations.md, "End-to-end test") ----------------------
 # `node`: kubelet + kube-scheduler + pause (tests/node), cached per source hash in
-# ~/.cache/blooio-operator/node like the control plane. `e2e` (root; containerd, runc,
-# containernetworking-plugins and iptables from Debian, which `bash .ci/run` installs):
-# brings up the node, loads the image, runs hack/e2e/scenario.sh, tears everything down.
-.PHONY: node e2e
+# ~/.cache/blooio-operator/node like the control plane. `e2e` (root): installs the Debian
+# packages it needs when missing (hack/e2e/node-packages.sh: containerd, runc,
+# containernetworking-plugins, iptables), brings up the node, loads the image, runs
+# hack/e2e/scenario.sh, tears everything down.
+.PHONY: node node-packages e2e
+node-packages:
+	hack/e2e/node-packages.sh
+
 node: install
 	@command -v go >/dev/null || { echo "Go 1.26+ is required (go not on PATH)"; exit 1; }
 	$(VPY) -c 'from blooio_operator.devenv.node import ensure_node_binaries as b; print(*b())'
 
-e2e: install controlplane node image
+e2e: node-packages install controlplane node image
 	$(VPY) -m tests.node.e2e
