@@ -276,7 +276,7 @@ async def step(
             "documents no order, so the operator cannot tell which were already replayed "
             "(raise BLOOIO_REPLAY_PAGES)"
         )
-        await _give_up(ctx, episode, max(len(todo), 1), why, now)
+        await _give_up(ctx, episode, len(todo) or None, why, now)
         return None
     if episode.phase == "waiting":
         return await _waiting(ctx, client, episode, evidence, now)
@@ -606,8 +606,9 @@ async def _verifying(
 
 
 async def _give_up(
-    ctx: WebhookContext, episode: ReplayEpisode, count: int, why: str, now: float
+    ctx: WebhookContext, episode: ReplayEpisode, count: int | None, why: str, now: float
 ) -> None:
+    """One Warning, kept in the DeliveriesHealthy message; ``count`` None: unknown."""
     st = ctx.status
     d = _deliveries(st)
     what = (
@@ -616,16 +617,16 @@ async def _give_up(
         else f"failed since {episode.since}"
     )
     message = (
-        f"{count} deliveries {what} {NOT_REPLAYED_MARK}: {why}. Once the receiver "
-        f"accepts deliveries, set annotation {reasons.ANNOTATION_REPLAY_SINCE}="
-        f"{episode.since} to replay them."
+        f"{count if count is not None else 'The'} deliveries {what} {NOT_REPLAYED_MARK}: "
+        f"{why}. Once the receiver accepts deliveries, set annotation "
+        f"{reasons.ANNOTATION_REPLAY_SINCE}={episode.since} to replay them."
     )
     d.last_replay = ReplayRecord(
         trigger=episode.trigger,
         since=episode.since,
         finished_at=iso_floor(now),
         outcome="gaveUp",
-        not_replayed=count,
+        not_replayed=count or 0,
     )
     st.conditions = set_condition(
         st.conditions,

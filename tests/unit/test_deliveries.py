@@ -206,3 +206,14 @@ def test_metrics_by_namespace_and_name_and_forgotten_on_delete() -> None:
     metrics.forget_webhook("shop", "orders")  # twice is fine
     text = generate_latest(metrics.registry).decode()
     assert 'namespace="shop"' not in text
+
+
+def test_bench_idle_half_rate_resource_count() -> None:
+    from bench.idle import computed, half_rate_resources
+
+    # Health checks alone: 100/s * 600 s; the drift list's pages cost a little more.
+    assert computed()["half_rate_resources_health_only"] == 60_000
+    n = half_rate_resources(rate_per_key=200, health_interval=600, drift_interval=600)
+    assert n / 600 + -(-n // 200) / 600 <= 100 < (n + 1) / 600 + -(-(n + 1) // 200) / 600
+    figures = computed()
+    assert figures["half_rate_resources"] == n  # the defaults: 200/s, 600 s, 600 s
