@@ -217,3 +217,33 @@ def test_bench_idle_half_rate_resource_count() -> None:
     assert n / 600 + -(-n // 200) / 600 <= 100 < (n + 1) / 600 + -(-(n + 1) // 200) / 600
     figures = computed()
     assert figures["half_rate_resources"] == n  # the defaults: 200/s, 600 s, 600 s
+
+
+def test_crd_schema_keeps_every_deliveries_field() -> None:
+    """The API server prunes unknown status fields: the CRD must list every model field."""
+    from pathlib import Path
+
+    import yaml
+
+    from blooio_operator.models.resource import (
+        DeliveriesStatus,
+        NewestDelivery,
+        ReplayEpisode,
+        ReplayRecord,
+    )
+
+    crd = Path(__file__).resolve().parents[2] / "deploy/crds/blooio.com_blooiowebhooks.yaml"
+    doc = yaml.safe_load(crd.read_text())
+    status = doc["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    schema = status["properties"]["deliveries"]
+
+    def aliases(model: type) -> set[str]:
+        return {f.alias or name for name, f in model.model_fields.items()}  # type: ignore[attr-defined]
+
+    assert set(schema["properties"]) == aliases(DeliveriesStatus)
+    assert set(schema["properties"]["newest"]["properties"]) == aliases(NewestDelivery)
+    assert set(schema["properties"]["replay"]["properties"]) == aliases(ReplayEpisode)
+    assert set(schema["properties"]["lastReplay"]["properties"]) == aliases(ReplayRecord)
+    columns = {c["name"]: c for c in doc["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert columns["Delivery"]["priority"] == 1
+    assert "DeliveriesHealthy" in columns["Delivery"]["jsonPath"]
