@@ -28,6 +28,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -339,6 +340,17 @@ def test_image_matches_the_deployment_and_carries_no_build_tools(image: str, pod
     assert labels["org.opencontainers.image.revision"].startswith(head)
     assert labels["org.opencontainers.image.source"].startswith("https://")
     assert labels["org.opencontainers.image.version"]
+
+    # The OCI archive other tools import (containerd: ctr images import) is this image.
+    archive = ROOT / ".build" / "image" / "blooio-operator.oci.tar"
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("index.json")
+        assert member is not None
+        index = json.load(member)
+    (manifest,) = index["manifests"]
+    assert manifest["annotations"]["org.opencontainers.image.ref.name"] == image
+    image_id = podman("image", "inspect", "--format", "{{.Id}}", image).stdout.strip()
+    assert (archive.parent / f"{archive.name}.id").read_text().split()[0] == image_id
 
     probe = (
         "import importlib.util as u, shutil; "
