@@ -516,3 +516,26 @@ def test_the_trimmed_role_denies_the_removed_verbs(
         type="Normal",
     )
     assert status_of(lambda: k8s.EventsV1Api(api).create_namespaced_event(ns, event)) == 403
+
+
+def test_a_credentials_secret_no_longer_referred_to_is_released(
+    hooks_a: Webhooks, kube_api: k8s.ApiClient
+) -> None:
+    ns = hooks_a.ns
+    first, second, name = unique("key-one"), unique("key-two"), unique("switch")
+    put_secret(kube_api, ns, first, {"api-key": OTHER_KEY}, CREDENTIALS_LABEL)
+    put_secret(kube_api, ns, second, {"api-key": OTHER_KEY}, CREDENTIALS_LABEL)
+    hooks_a.create(name, {"url": url(name), "credentialsRef": {"name": first}})
+    hooks_a.wait_ready(name)
+
+    def finalizers(secret: str) -> list[str]:
+        obj = hooks_a.secret(secret)
+        return list((obj.metadata.finalizers or []) if obj is not None else [])
+
+    wait_for(lambda: FINALIZER in finalizers(first), timeout=20, message="first protected")
+    hooks_a.patch(name, {"spec": {"credentialsRef": {"name": second}}})
+    wait_for(lambda: FINALIZER in finalizers(second), timeout=30, message="second protected")
+    wait_for(lambda: FINALIZER not in finalizers(first), timeout=30, message="first released")
+    hooks_a.delete(name)
+    wait_for(lambda: FINALIZER not in finalizers(second), timeout=30, message="second released")
+    assert hooks_a.get(name) is None
