@@ -85,6 +85,10 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         env = {
             "BLOOIO_DELIVERIES_HEALTH_INTERVAL_SECONDS": f"{args.health_interval:g}",
             "BLOOIO_DRIFT_INTERVAL_SECONDS": f"{args.drift_interval:g}",
+            # The drift list is taken by the periodic sweep (Secret checks, every 60 s by
+            # default) when the per-key snapshot is older than the drift interval: sweep
+            # more often than that, so the drift interval is what paces the lists.
+            "BLOOIO_SECRET_CHECK_INTERVAL_SECONDS": f"{max(1.0, args.drift_interval / 4):g}",
         }
         handle = world.operator(env, work / "operator.log")
         await asyncio.to_thread(handle.start)
@@ -95,9 +99,9 @@ async def measure(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         if not await tracker.wait_all(names, 120 + args.n / 2):
             raise RuntimeError("not all resources became Ready")
         await tracker.stop()
-        # The health sweep starts one interval after startup; let one pass happen (and
-        # any first summaries be written) before watching.
-        settle = args.health_interval + 5
+        # The health sweep starts one interval after startup, with the resources known
+        # then; let two passes happen (every first summary written) before watching.
+        settle = 2 * args.health_interval + 5
         log(f"{args.n} Ready; settling {settle:g}s, then watching {args.window:g}s")
         await asyncio.sleep(settle)
         world.admin.reset_calls()
@@ -162,7 +166,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"{m['deliveries_calls_per_resource_per_interval']}",
             f"- list calls per drift interval: {m['list_calls_per_drift_interval']}",
             f"- other Blooio calls: {m['other_calls'] or 'none'}",
-            f"- Kubernetes writes by the operator in the window (audit log): {m['kube_writes_in_window']}",
+            "- Kubernetes writes by the operator in the window (audit log): "
+            f"{m['kube_writes_in_window']}",
         ]
     return "\n".join(lines)
 
