@@ -247,3 +247,30 @@ def test_crd_schema_keeps_every_deliveries_field() -> None:
     columns = {c["name"]: c for c in doc["spec"]["versions"][0]["additionalPrinterColumns"]}
     assert columns["Delivery"]["priority"] == 1
     assert "DeliveriesHealthy" in columns["Delivery"]["jsonPath"]
+
+
+@pytest.mark.parametrize("lua", ["lua51", "lua54"])
+@pytest.mark.parametrize("health", ["True", "False", "Unknown"])
+def test_argocd_verdict_ignores_deliveries_healthy(lua: str, health: str) -> None:
+    import importlib
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "deploy/argocd/blooiowebhook-health.lua"
+    runtime = importlib.import_module(f"lupa.{lua}").LuaRuntime(unpack_returned_tuples=True)
+    st = ready_status()
+    listing = Listing.of([delivery(1, 204 if health == "True" else 500)], complete=True)
+    if health != "Unknown":
+        apply_health(st, listing, generation=1, now=NOW, max_pages=1)
+    else:
+        apply_health(st, Listing.of([], complete=True), generation=1, now=NOW, max_pages=1)
+    cond = st.condition(reasons.DELIVERIES_HEALTHY)
+    assert cond is not None
+    assert cond.status == health
+    obj = {
+        "metadata": {"generation": 1},
+        "spec": {"url": "https://x.example.com"},
+        "status": st.dump(),
+    }
+    runtime.globals().obj = runtime.table_from(obj, recursive=True)
+    hs = runtime.execute(script.read_text())
+    assert hs["status"] == "Healthy"
