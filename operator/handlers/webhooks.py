@@ -9,7 +9,9 @@ retry delay the reconcile layer decided.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
@@ -173,9 +175,17 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
-            **kwargs
-        ) or kopf.login_with_kubeconfig(**kwargs)
+        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(**kwargs)
+        if info is None:
+            return kopf.login_with_kubeconfig(**kwargs)
+        # As client-go and the kubernetes client do: the API server the kubelet names in
+        # the environment, not kopf's fixed https://kubernetes.default.svc (which needs
+        # cluster DNS and a routed Service).
+        host = os.environ.get("KUBERNETES_SERVICE_HOST")
+        port = os.environ.get("KUBERNETES_SERVICE_PORT")
+        if host and port:
+            host = f"[{host}]" if ":" in host else host
+            info = dataclasses.replace(info, server=f"https://{host}:{port}")
         return info
 
     @kopf.on.startup(registry=registry, id="configure")

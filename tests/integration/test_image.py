@@ -54,7 +54,6 @@ IMAGE = os.environ.get("BLOOIO_TEST_IMAGE", "localhost/blooio-operator:dev")
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 URL = "https://orders.shop.example.com/blooio"
 SIZE_LIMIT_MB = 250  # on the Debian base (docs/operations.md, "The image")
-KOPF_LOGIN_BUG = "Cannot connect to host kubernetes.default.svc:443"
 
 pytestmark = [
     pytest.mark.integration,
@@ -431,26 +430,16 @@ def test_runs_as_the_deployment_runs_it(
     hooks = Webhooks(kube_api, namespace)
     hooks.create("orders", {"url": URL, "eventTypes": ["message.received"]})
 
-    def ready_or_known_bug() -> str | None:
+    def is_ready() -> str | None:
         obj = hooks.get("orders") or {}
         cond = hooks.condition("orders", "Ready")
         generation = obj.get("metadata", {}).get("generation")
         observed = obj.get("status", {}).get("observedGeneration")
         if cond and cond["status"] == "True" and observed == generation:
             return "ready"
-        if KOPF_LOGIN_BUG in container.logs():
-            return "known bug"
         return None
 
-    outcome = wait_for(ready_or_known_bug, timeout=120, interval=0.5, message="orders Ready")
-    if outcome == "known bug":
-        # An operator bug this test found; the xfail is for exactly this symptom (any
-        # other failure fails). Delete this branch with the fix.
-        pytest.xfail(
-            "the operator ignores KUBERNETES_SERVICE_HOST/PORT: its login handler uses "
-            "kopf.login_with_service_account, which always connects to "
-            "https://kubernetes.default.svc (needs cluster DNS and port 443)"
-        )
+    wait_for(is_ready, timeout=120, interval=0.5, message="orders Ready")
     ready = hooks.status("orders")
     remote = simulator.webhook(ready["webhookId"])
     assert remote is not None
