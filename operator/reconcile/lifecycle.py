@@ -43,14 +43,24 @@ def is_settled(ctx: WebhookContext) -> bool:
     return not adopt or adopt in (st.adopted_webhook_id, st.webhook_id)
 
 
+# Permanent outcomes that only a change of the spec (or an annotation) can resolve.
+_WAITING_FOR_A_SPEC_CHANGE = frozenset(
+    {
+        reasons.VALIDATION_FAILED,
+        reasons.BAD_REQUEST,
+        reasons.AMBIGUOUS_RECOVERY,
+        reasons.WRITE_REJECTED,
+    }
+)
+
+
 def is_waiting_for_human(ctx: WebhookContext) -> bool:
     """Stalled on a permanent error for this very generation and annotations."""
     stalled = ctx.status.condition(reasons.STALLED)
     return (
         stalled is not None
         and stalled.status == "True"
-        and stalled.reason
-        in (reasons.VALIDATION_FAILED, reasons.BAD_REQUEST, reasons.AMBIGUOUS_RECOVERY)
+        and stalled.reason in _WAITING_FOR_A_SPEC_CHANGE
         and stalled.observed_generation == ctx.generation
         and ctx.annotations.get(reasons.ANNOTATION_ADOPT) is None
     )
