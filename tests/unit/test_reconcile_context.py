@@ -157,7 +157,10 @@ async def test_credentials_ref_selects_the_per_resource_key(world: World) -> Non
     other = FakeBlooio(world.journal, name="tenant")
     world.pool.by_key["bk_tenant_key"] = other
     world.kube.put_secret(
-        NAMESPACE, "tenant-key", {"api-key": "bk_tenant_key\n"}, labels={"blooio.com/credentials": "true"}
+        NAMESPACE,
+        "tenant-key",
+        {"api-key": "bk_tenant_key\n"},
+        labels={"blooio.com/credentials": "true"},
     )
     world.apply(default_spec(credentialsRef={"name": "tenant-key"}))
     ctx = world.ctx()
@@ -174,7 +177,9 @@ async def test_credentials_ref_missing_is_credentials_missing(
     world: World, secret: dict[str, str] | None
 ) -> None:
     if secret is not None:
-        world.kube.put_secret(NAMESPACE, "tenant-key", secret, labels={"blooio.com/credentials": "true"})
+        world.kube.put_secret(
+            NAMESPACE, "tenant-key", secret, labels={"blooio.com/credentials": "true"}
+        )
     world.apply(default_spec(credentialsRef={"name": "tenant-key"}))
     with pytest.raises(CredentialsFailure) as info:
         await world.ctx().blooio()

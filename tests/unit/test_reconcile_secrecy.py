@@ -43,7 +43,9 @@ async def _exercise_every_path(world: World) -> None:
     await world.reconcile(attempt=1)
 
     # a second resource, with its own key, through a lost response and recovery
-    world.kube.put_secret(NAMESPACE, "tenant", {"api-key": TENANT_KEY}, labels={"blooio.com/credentials": "true"})
+    world.kube.put_secret(
+        NAMESPACE, "tenant", {"api-key": TENANT_KEY}, labels={"blooio.com/credentials": "true"}
+    )
     spec = default_spec(url="https://t.example.com/h", credentialsRef={"name": "tenant"})
     world.apply(spec, name="tenant-hook")
     world.blooio.commit_then_fail()

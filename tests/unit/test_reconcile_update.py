@@ -421,7 +421,9 @@ async def test_secret_label_edit_rewrites_the_secret_with_the_same_value(world: 
 
 async def test_credentials_ref_edit_is_not_a_remote_change(world: World) -> None:
     await world.ready()
-    world.kube.put_secret(NAMESPACE, "k", {"api-key": "bk_other"}, labels={"blooio.com/credentials": "true"})
+    world.kube.put_secret(
+        NAMESPACE, "k", {"api-key": "bk_other"}, labels={"blooio.com/credentials": "true"}
+    )
     world.edit_spec(credentialsRef={"name": "k"})
     await world.reconcile()
     # One read with the new key: can it see the webhook? (It can: same account here.)
