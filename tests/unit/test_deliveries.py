@@ -274,3 +274,30 @@ def test_argocd_verdict_ignores_deliveries_healthy(lua: str, health: str) -> Non
     runtime.globals().obj = runtime.table_from(obj, recursive=True)
     hs = runtime.execute(script.read_text())
     assert hs["status"] == "Healthy"
+
+
+def test_a_give_up_message_stays_while_the_receiver_still_fails() -> None:
+    from blooio_operator.models.conditions import set_condition
+    from blooio_operator.reconcile.deliveries import NOT_REPLAYED_MARK
+
+    st = ready_status()
+    gave_up = f"3 deliveries rejected ... {NOT_REPLAYED_MARK}: ..."
+    st.conditions = set_condition(
+        st.conditions,
+        reasons.DELIVERIES_HEALTHY,
+        "False",
+        reasons.RECEIVER_REJECTING,
+        gave_up,
+        generation=1,
+        now=NOW,
+    )
+    still_failing = Listing.of([delivery(1, 401)], complete=True)
+    apply_health(st, still_failing, generation=1, now=NOW, max_pages=1)
+    cond = st.condition(reasons.DELIVERIES_HEALTHY)
+    assert cond is not None
+    assert cond.message == gave_up
+    recovered = Listing.of([delivery(1, 401), delivery(2, 204)], complete=True)
+    apply_health(st, recovered, generation=1, now=NOW, max_pages=1)
+    cond = st.condition(reasons.DELIVERIES_HEALTHY)
+    assert cond is not None
+    assert (cond.status, cond.reason) == ("True", reasons.RECEIVER_ACCEPTING)
