@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import random
 import subprocess
@@ -253,11 +254,14 @@ class Storm:
         seed: int,
         *,
         log: Callable[[str], None] = print,
+        dump_dir: Path | None = None,
     ) -> None:
         self.world = world
         self.config = config
         self.seed = seed
         self.log = log
+        self.dump_dir = dump_dir  # journal and final state go here, for diagnosis
+        self.journal: list[str] = []  # what the storm did, when (kept for the dump)
         self.rng = random.Random(seed)  # reproducible plan; thread timing is not
         self.lock = threading.Lock()
         self.namespaces = world.namespaces or [world.hooks.ns]
@@ -370,6 +374,7 @@ class Storm:
     def create_one(self, resource: Resource, spec: dict[str, Any]) -> None:
         hooks = self.hooks[resource.ns]
         retrying(lambda: hooks.get(resource.name) or hooks.create(resource.name, spec))
+        self.note("create", resource, json.dumps(spec, sort_keys=True))
 
     def operator_of_changes(self, plan: list[tuple[float, str]]) -> None:
         """Take the next planned change; run it once enough of the fleet exists."""
@@ -398,7 +403,8 @@ class Storm:
     def change(self, kind: str) -> None:
         if kind == "secret-delete":
             if self.delete_some_secret():
-                self.report.ops[kind] += 1
+                with self.lock:
+                    self.report.ops[kind] += 1
             else:
                 self.report.ops_skipped["secret-delete (no Secret in 90 s)"] += 1
             return
@@ -408,30 +414,44 @@ class Storm:
             return
         hooks = self.hooks[resource.ns]
         name = resource.name
+        detail = ""
         try:
             if kind == "delete":
                 retrying(lambda: delete_once(hooks, name))
             elif kind == "url":
+                detail = resource.url
                 self.patch(resource, {"spec": {"url": resource.url}})
             elif kind == "event-types":
                 types = sorted(self.rng.sample(EVENT_TYPES, self.rng.randint(1, 3)))
+                detail = str(types)
                 self.patch(resource, {"spec": {"eventTypes": types}})
             elif kind == "channel":
                 spec = self.spec_of(resource)
                 channel = self.rng.choice([c for c in CHANNELS if c != spec.get("channelId")])
+                detail = f"{spec.get('channelId')} -> {channel}"
                 self.patch(resource, {"spec": {"channelId": channel}})
             elif kind == "rotate":
                 with self.lock:
                     self.rotations += 1
                     token = f"storm-{self.seed}-{self.rotations}"
+                detail = token
                 self.patch(resource, {"metadata": {"annotations": {ROTATE_ANNOTATION: token}}})
             elif kind == "suspend":
-                suspended = bool(self.spec_of(resource).get("suspend"))
-                self.patch(resource, {"spec": {"suspend": not suspended}})
+                suspended = not self.spec_of(resource).get("suspend")
+                detail = f"suspend {suspended}"
+                self.patch(resource, {"spec": {"suspend": suspended}})
         except (AssertionError, k8s.ApiException) as exc:
             self.op_error(f"{kind} {resource.ns}/{name}: {exc}")
             return
-        self.report.ops[kind] += 1
+        self.note(kind, resource, detail)
+        with self.lock:
+            self.report.ops[kind] += 1
+
+    def note(self, what: str, resource: Resource | None, detail: str = "") -> None:
+        when = time.strftime("%H:%M:%S") + f".{int(time.time() * 1000) % 1000:03d}"
+        who = f"{resource.ns}/{resource.name}" if resource else "-"
+        with self.lock:
+            self.journal.append(f"{when} {what} {who} {detail}".rstrip())
 
     def spec_of(self, resource: Resource) -> dict[str, Any]:
         def read() -> dict[str, Any]:
@@ -471,7 +491,9 @@ class Storm:
                         if r.ns == ns and r.created and not r.deleted and secret_of(r) in names
                     ]
                 if candidates:
-                    core.delete_namespaced_secret(secret_of(self.rng.choice(candidates)), ns)
+                    victim = self.rng.choice(candidates)
+                    core.delete_namespaced_secret(secret_of(victim), ns)
+                    self.note("secret-delete", victim, secret_of(victim))
                     return True
             except Exception as exc:  # the apiserver restarting, a Secret gone meanwhile
                 self.log(f"  secret-delete in {ns}: {exc!r}"[:200])
@@ -498,10 +520,13 @@ class Storm:
             operator.kill()
             operator.start()
             self.report.kills = kill
+            self.note("kill", None, f"operator SIGKILLed and started again ({kill})")
             self.log(f"{stamp()} kill {kill}: operator SIGKILLed and started again")
             if kill in restart_at and self.world.restart_apiserver is not None:
                 began = time.monotonic()
+                self.note("apiserver-restart", None, "begin")
                 self.world.restart_apiserver()
+                self.note("apiserver-restart", None, "done")
                 self.report.apiserver_restarts += 1
                 self.log(f"{stamp()} kube-apiserver restarted ({time.monotonic() - began:.1f}s)")
 
@@ -522,6 +547,7 @@ class Storm:
                         "error", status=503, probability=0.7, count=count
                     )
                 self.report.fault_bursts += 1
+                self.note("fault-burst", None, f"count {count}")
 
     def progress(self, started: float) -> None:
         while not self.done.wait(10.0):
@@ -619,6 +645,38 @@ class Storm:
             time.sleep(self.config.poll_seconds)  # pacing between outside looks
         self.report.judged_seconds = time.monotonic() - off
         self.report.problems = problems
+        if self.dump_dir is not None:
+            with contextlib.suppress(Exception):
+                self.dump(self.dump_dir)
+
+    def dump(self, where: Path) -> None:
+        """The storm's journal and the final state as seen from outside (signing secrets
+        as fingerprints only), so a non-zero count can be traced after the world is gone."""
+        where.mkdir(parents=True, exist_ok=True)
+        (where / "storm-journal.txt").write_text("\n".join(self.journal) + "\n")
+        objects = []
+        for ns in self.namespaces:
+            listed: Any = self.world.hooks.custom.list_namespaced_custom_object(
+                GROUP, VERSION, ns, PLURAL
+            )
+            for obj in listed["items"]:
+                obj["metadata"].pop("managedFields", None)
+                objects.append(obj)
+        webhooks = [
+            {**w, "signing_secret": fingerprint(w.get("signing_secret") or "")}
+            for w in self.world.sim.webhooks()
+        ]
+        state = {
+            "objects": objects,
+            "webhooks": webhooks,
+            "calls": self.world.sim.calls(),
+            "problems": [p.__dict__ for p in self.report.problems],
+        }
+        (where / "final-state.json").write_text(json.dumps(state, indent=1))
+
+
+def fingerprint(value: str) -> str:
+    return "sha256:" + hashlib.sha256(value.encode()).hexdigest()[:12]
 
 
 def secret_of(resource: Resource) -> str:
@@ -701,7 +759,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         with local_world(work, namespaces=namespaces, env=env) as world:
-            storm = Storm(world, config, seed, log=lambda line: print(line, flush=True))
+            storm = Storm(
+                world, config, seed, log=lambda line: print(line, flush=True), dump_dir=work
+            )
             storm.report.commit = git_commit()
             storm.report.operator_env = env
             report = storm.run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client as k8s
@@ -53,6 +54,7 @@ def test_storm_smoke(
     more_namespaces: list[str],
     simulator: Simulator,
     start_operator: OperatorFactory,
+    tmp_path: Path,
 ) -> None:
     namespaces = [namespace, *more_namespaces]
     env = operator_env(CONFIG.resources)
@@ -63,7 +65,7 @@ def test_storm_smoke(
         restart_apiserver=control_plane.restart,
         namespaces=namespaces,
     )
-    report = Storm(world, CONFIG, SEED).run()
+    report = Storm(world, CONFIG, SEED, dump_dir=tmp_path / "storm").run()
     print(report.render())
     assert report.kills == CONFIG.kills, report.render()
     assert report.apiserver_restarts == 1, report.render()
