@@ -270,7 +270,16 @@ print(len(hooks), "duplicates:" + (",".join(sorted(dups)) or "none"))
 ')"
 posts_total="$(posts)"
 log "simulator webhooks after the restart: ${check}; POST /webhooks calls for the three: $((posts_total - before_posts))"
-[[ "${check}" == "4 duplicates:none" ]] || die "expected 4 remote webhooks and no duplicates, got: ${check}"
+if [[ "${check}" != "4 duplicates:none" ]]; then
+  # What each side recorded (ids, URLs, intents; never the signing secrets).
+  sim GET /_sim/webhooks | python3 -c '
+import json, sys
+for h in json.load(sys.stdin)["data"]:
+    print("  remote", h["id"], h["url"], "created_at", h.get("created_at"))
+' >&2
+  k -n shop get bwh -o custom-columns='NAME:.metadata.name,WEBHOOK:.status.webhookId,PENDING:.status.pending.operation,ABANDONED:.status.abandoned[*].url' >&2
+  die "expected 4 remote webhooks and no duplicates, got: ${check}"
+fi
 for name in e2e-a e2e-b e2e-c; do
   id="$(k -n shop get bwh "${name}" -o jsonpath='{.status.webhookId}')"
   sim GET "/_sim/webhooks/${id}" >/dev/null || die "${name}: status.webhookId ${id} unknown to Blooio"
