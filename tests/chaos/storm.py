@@ -441,6 +441,8 @@ class Storm:
                 detail = f"suspend {suspended}"
                 self.patch(resource, {"spec": {"suspend": suspended}})
         except (AssertionError, k8s.ApiException) as exc:
+            if kind == "delete":
+                resource.deleted = False  # not judged as deleted: the storm's delete failed
             self.op_error(f"{kind} {resource.ns}/{name}: {exc}")
             return
         self.note(kind, resource, detail)
