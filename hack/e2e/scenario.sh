@@ -286,6 +286,8 @@ fi
 for name in e2e-a e2e-b e2e-c; do
   id="$(k -n shop get bwh "${name}" -o jsonpath='{.status.webhookId}')"
   sim GET "/_sim/webhooks/${id}" >/dev/null || die "${name}: status.webhookId ${id} unknown to Blooio"
+  in_secret="$(k -n shop get secret "${name}-blooio-webhook" -o jsonpath='{.data.webhook-id}' | base64 -d)"
+  [[ "${in_secret}" == "${id}" ]] || fail_later "${name}: Secret names webhook ${in_secret}, status ${id}"
 done
 k -n shop delete bwh e2e-a e2e-b e2e-c --timeout="${TIMEOUT}"
 [[ "$(sim_webhook_count)" == 1 ]] || die "the extra remote webhooks were not deleted"
