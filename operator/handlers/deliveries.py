@@ -29,7 +29,7 @@ from blooio_operator.handlers.registry import Registry
 from blooio_operator.handlers.webhooks import KubeEvents, ObjectGuards, periodic_sweep
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION, WebhookStatus
-from blooio_operator.reconcile import replay
+from blooio_operator.reconcile import replay, replay_plan
 from blooio_operator.reconcile.context import Deps, WebhookContext, now_iso, parse_iso
 from blooio_operator.reconcile.deliveries import apply_health, list_deliveries
 from blooio_operator.reconcile.errors import CredentialsFailure, ReconcileError
@@ -203,7 +203,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         except ValueError:
             return None
         annotations = dict(body["metadata"].get("annotations") or {})
-        return replay.due_at(
+        return replay_plan.due_at(
             parsed,
             annotations,
             settings,

@@ -17,7 +17,8 @@ After the window it gives up with one Warning ``DeliveriesNotReplayed`` naming t
 ``blooio.com/replay-failed-since: "<RFC 3339>"`` runs the same episode for every failed
 delivery since that time (any failure), once per new value.
 
-At most once: an event counts as replayed in this episode when Blooio lists another
+When an episode is due and what a listing shows are in ``replay_plan``. At most once:
+an event counts as replayed in this episode when Blooio lists another
 delivery of the same ``event_id`` created after the episode started (a replay re-sends
 the same event). That evidence, read from the list before every batch, decides what is
 left to do, so a crash after a replay was posted but before it was recorded never
@@ -32,10 +33,7 @@ a page not read) and the episode gives up, saying why.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections import defaultdict
-from datetime import UTC, datetime
 
 from blooio_operator.blooio import ApiStatusError, BlooioClient, BlooioError, WebhookDelivery
 from blooio_operator.models import reasons
@@ -46,184 +44,30 @@ from blooio_operator.models.resource import (
     ReplayRecord,
     WebhookStatus,
 )
-from blooio_operator.reconcile.context import WebhookContext, parse_iso
+from blooio_operator.reconcile.context import WebhookContext
 from blooio_operator.reconcile.deliveries import (
     NOT_REPLAYED_MARK,
-    Listing,
     list_deliveries,
     outcome,
-    sort_key,
+)
+from blooio_operator.reconcile.replay_plan import (
+    BATCH,
+    CHANGE_SKEW_SECONDS,
+    EVIDENCE_SKEW_SECONDS,
+    MAX_PROBE_BACKOFF_SECONDS,
+    REQUEST_WINDOW_SECONDS,
+    Evidence,
+    epoch,
+    iso,
+    iso_floor,
+    needs_webhook_record,
+    parse_request,
+    requested,
+    secret_change,
 )
 from blooio_operator.settings import Settings
 
 log = logging.getLogger("blooio_operator.reconcile")
-
-# ``secretRotatedAt`` is recorded (to the second) after the rotate call returned and the
-# Secret was written: deliveries from a little before it already carried the new secret.
-CHANGE_SKEW_SECONDS = 10.0
-# Allowance between Blooio's clock (delivery times) and ours (episode times).
-EVIDENCE_SKEW_SECONDS = 5.0
-BATCH = 20  # replays per recorded intent
-MAX_PROBE_BACKOFF_SECONDS = 600.0
-REQUEST_WINDOW_SECONDS = 3600.0  # for requests when rotation replays are off
-REJECTED_CODES = (401, 403)
-
-
-# --- times ---------------------------------------------------------------------------
-
-
-def iso(ts: float) -> str:
-    """RFC 3339 to the second, rounded up (a due time is never early)."""
-    return datetime.fromtimestamp(math.ceil(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def iso_floor(ts: float) -> str:
-    return datetime.fromtimestamp(math.floor(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_request(value: str) -> float | None:
-    """An RFC 3339 time from the annotation (``Z`` or an offset; a fraction is allowed)."""
-    text = value.strip()
-    if "T" not in text and " " not in text:
-        return None
-    try:
-        parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
-
-
-def _t(value: str | None) -> float | None:
-    return parse_iso(value) if value else None
-
-
-# --- when is there work ------------------------------------------------------------------
-
-
-def secret_change(status: WebhookStatus, previous_webhook_id: str | None = None) -> float | None:
-    """When the signing secret last changed without that having been dealt with.
-
-    ``previous_webhook_id``: the webhook id this process saw before the current one
-    (kept in memory by the handler), for resources whose records predate any change.
-    """
-    if not status.webhook_id:
-        return None
-    d = status.deliveries
-    recorded = d.webhook_id if d is not None else None
-    if recorded is None and previous_webhook_id and previous_webhook_id != status.webhook_id:
-        recorded = previous_webhook_id
-    created = _t(status.created_at)
-    rotated = _t(status.secret_rotated_at)
-    if recorded is not None and recorded != status.webhook_id:
-        # Replaced or Recreated: every delivery of the new webhook carries a new secret.
-        latest = max(created or 0.0, rotated or 0.0)
-        return latest or None
-    if rotated is None:
-        return None
-    handled = _t(d.secret_change_at) if d is not None else None
-    if handled is not None and rotated <= handled:
-        return None
-    if recorded is None and created is not None and rotated < created:
-        return None  # a rotation of an earlier webhook (replaced before we knew it)
-    return rotated
-
-
-def needs_webhook_record(status: WebhookStatus, previous_webhook_id: str | None) -> bool:
-    """The webhook was replaced and only this process knows: record the old id first."""
-    d = status.deliveries
-    return (
-        bool(status.webhook_id)
-        and (d is None or d.webhook_id is None)
-        and bool(previous_webhook_id)
-        and previous_webhook_id != status.webhook_id
-    )
-
-
-def requested(status: WebhookStatus, annotations: dict[str, str]) -> str | None:
-    """A ``replay-failed-since`` value not dealt with yet."""
-    token = annotations.get(reasons.ANNOTATION_REPLAY_SINCE)
-    d = status.deliveries
-    if not token or token == (d.replay_token if d is not None else None):
-        return None
-    return token
-
-
-def due_at(
-    status: WebhookStatus,
-    annotations: dict[str, str],
-    settings: Settings,
-    *,
-    now: float,
-    previous_webhook_id: str | None = None,
-) -> float | None:
-    """When replay work for this resource is next due (epoch seconds); None: none."""
-    if not status.webhook_id:
-        return None
-    d = status.deliveries
-    episode = d.replay if d is not None else None
-    change = secret_change(status, previous_webhook_id)
-    window = settings.replay_window_seconds
-    if episode is not None:
-        due = _t(episode.next_at) or now
-        if episode.inflight and episode.inflight_at:
-            due = max(due, (_t(episode.inflight_at) or now) + settings.recovery_delay_seconds)
-        newer = change is not None and change > (_t(episode.changed_at) or 0.0) + 1
-        if episode.trigger == "rotation" and newer and change is not None:
-            due = min(due, change + settings.replay_grace_seconds)
-        return due
-    if needs_webhook_record(status, previous_webhook_id):
-        return now
-    if change is not None and window > 0 and now < change + window:
-        return change + settings.replay_grace_seconds
-    if requested(status, annotations) is not None:
-        return now
-    return None
-
-
-# --- what the list shows ------------------------------------------------------------------
-
-
-class Evidence:
-    """The deliveries of a listing grouped by event (a replay re-sends the same event)."""
-
-    def __init__(self, listing: Listing) -> None:
-        self.listing = listing
-        groups: defaultdict[str, list[WebhookDelivery]] = defaultdict(list)
-        for d in listing.deliveries:  # sorted oldest first
-            groups[d.event_id or d.id].append(d)
-        self.groups = dict(groups)
-
-    def affected(self, episode: ReplayEpisode) -> list[WebhookDelivery]:
-        """First deliveries of events since ``episode.since`` that failed as the trigger
-        says (rotation: 401/403; request: any failure), oldest first."""
-        since_ms = (_t(episode.since) or 0.0) * 1000
-        out = []
-        for group in self.groups.values():
-            first = group[0]
-            if (first.created_at or 0) < since_ms or outcome(first) != "failed":
-                continue
-            if episode.trigger == "rotation" and first.response_status not in REJECTED_CODES:
-                continue
-            out.append(first)
-        return sorted(out, key=sort_key)
-
-    def _group(self, first: WebhookDelivery) -> list[WebhookDelivery]:
-        return self.groups.get(first.event_id or first.id, [first])
-
-    def accepted(self, first: WebhookDelivery) -> bool:
-        return any(outcome(d) == "delivered" for d in self._group(first))
-
-    def later(self, first: WebhookDelivery, since: float) -> list[WebhookDelivery]:
-        """Other deliveries of the same event created at or after ``since`` (epoch s)."""
-        since_ms = since * 1000
-        return [
-            d for d in self._group(first) if d.id != first.id and (d.created_at or 0) >= since_ms
-        ]
-
-    def by_id(self, delivery_id: str) -> WebhookDelivery | None:
-        return next((d for d in self.listing.deliveries if d.id == delivery_id), None)
 
 
 # --- the step ------------------------------------------------------------------------
@@ -259,9 +103,9 @@ async def step(
         episode = episode_or_due
     else:
         _follow_newer_change(st, episode, settings, now)
-    due = _t(episode.next_at)
+    due = epoch(episode.next_at)
     if episode.inflight and episode.inflight_at:
-        settle = (_t(episode.inflight_at) or now) + settings.recovery_delay_seconds
+        settle = (epoch(episode.inflight_at) or now) + settings.recovery_delay_seconds
         due = max(due or 0.0, settle)
     if due is not None and now < due:
         await ctx.save_status()  # an episode just begun or moved by a newer change
@@ -336,7 +180,7 @@ def _follow_newer_change(
     if episode.trigger != "rotation":
         return
     change = secret_change(st)
-    if change is None or change <= (_t(episode.changed_at) or 0.0) + 1:
+    if change is None or change <= (epoch(episode.changed_at) or 0.0) + 1:
         return
     d = _deliveries(st)
     if d.webhook_id is not None and d.webhook_id != st.webhook_id:
@@ -434,7 +278,7 @@ async def _probing(
     replay = evidence.by_id(episode.probe_replay_id) if episode.probe_replay_id else None
     if replay is None:
         first = evidence.by_id(episode.probe_id)
-        since = (_t(episode.probe_at) or now) - EVIDENCE_SKEW_SECONDS
+        since = (epoch(episode.probe_at) or now) - EVIDENCE_SKEW_SECONDS
         later = evidence.later(first, since) if first is not None else []
         replay = later[-1] if later else None
     if replay is None:
@@ -445,7 +289,7 @@ async def _probing(
         return await _wait(ctx, episode, now + settings.replay_probe_delay_seconds)
     result = outcome(replay)
     if result == "pending":
-        if now >= (_t(episode.give_up_at) or now):
+        if now >= (epoch(episode.give_up_at) or now):
             return await _probe_failed(
                 ctx, episode, now, len(todo), "the replay's outcome never arrived"
             )
@@ -465,7 +309,7 @@ async def _probe_failed(
     ctx: WebhookContext, episode: ReplayEpisode, now: float, count: int, why: str
 ) -> float | None:
     episode.attempts += 1
-    give_up_at = _t(episode.give_up_at) or now
+    give_up_at = epoch(episode.give_up_at) or now
     if now >= give_up_at:
         window = ctx.settings.replay_window_seconds
         await _give_up(
@@ -508,7 +352,7 @@ async def _replaying(
 ) -> float | None:
     st, settings = ctx.status, ctx.settings
     assert st.webhook_id is not None
-    since = (_t(episode.started_at) or now) - EVIDENCE_SKEW_SECONDS
+    since = (epoch(episode.started_at) or now) - EVIDENCE_SKEW_SECONDS
     remaining = [f for f in _todo(episode, evidence) if not evidence.later(f, since)]
     episode.inflight = None  # resolved by the evidence just read
     episode.inflight_at = None
@@ -555,7 +399,7 @@ async def _replaying(
 async def _verifying(
     ctx: WebhookContext, episode: ReplayEpisode, evidence: Evidence, now: float
 ) -> float | None:
-    since = (_t(episode.started_at) or now) - EVIDENCE_SKEW_SECONDS
+    since = (epoch(episode.started_at) or now) - EVIDENCE_SKEW_SECONDS
     affected = evidence.affected(episode)
     replayed = [f for f in affected if evidence.later(f, since)]
     pending = [
@@ -563,7 +407,7 @@ async def _verifying(
         for f in replayed
         if not evidence.accepted(f) and outcome(evidence.later(f, since)[-1]) == "pending"
     ]
-    if pending and now < (_t(episode.give_up_at) or now):
+    if pending and now < (epoch(episode.give_up_at) or now):
         return await _wait(ctx, episode, now + ctx.settings.replay_probe_delay_seconds)
     accepted = [f for f in replayed if evidence.accepted(f)]
     not_replayed = [

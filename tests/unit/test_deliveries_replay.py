@@ -20,7 +20,7 @@ from pydantic import SecretStr
 
 from blooio_operator.blooio import BlooioClient, CreateWebhookRequest, ReplayResult
 from blooio_operator.models import reasons
-from blooio_operator.reconcile import replay
+from blooio_operator.reconcile import replay, replay_plan
 from blooio_operator.reconcile.context import WebhookContext, now_iso
 from blooio_operator.simulator import Simulator
 from blooio_operator.simulator.signing import SIGNATURE_HEADER, verify
@@ -393,27 +393,29 @@ def test_secret_change_sources() -> None:
     from blooio_operator.models.resource import DeliveriesStatus, WebhookStatus
 
     st = WebhookStatus(webhook_id="wh_b", created_at="2026-01-01T00:00:00Z")
-    assert replay.secret_change(st) is None  # a fresh create is not a change
+    assert replay_plan.secret_change(st) is None  # a fresh create is not a change
     st.secret_rotated_at = "2026-01-01T00:10:00Z"
-    assert replay.secret_change(st) == replay.parse_request("2026-01-01T00:10:00Z")
+    assert replay_plan.secret_change(st) == replay_plan.parse_request("2026-01-01T00:10:00Z")
     st.deliveries = DeliveriesStatus(secret_change_at="2026-01-01T00:10:00Z")
-    assert replay.secret_change(st) is None  # dealt with
+    assert replay_plan.secret_change(st) is None  # dealt with
     # Replaced/Recreated: another webhook than the records refer to.
     st.deliveries = DeliveriesStatus(webhook_id="wh_a", secret_change_at="2026-01-01T00:10:00Z")
     st.created_at = "2026-01-01T00:20:00Z"
-    assert replay.secret_change(st) == replay.parse_request("2026-01-01T00:20:00Z")
+    assert replay_plan.secret_change(st) == replay_plan.parse_request("2026-01-01T00:20:00Z")
     # Known only in memory (no records yet): the handler passes the previous id.
     fresh = WebhookStatus(webhook_id="wh_b", created_at="2026-01-01T00:20:00Z")
-    assert replay.secret_change(fresh) is None
-    assert replay.secret_change(fresh, "wh_a") == replay.parse_request("2026-01-01T00:20:00Z")
-    assert replay.needs_webhook_record(fresh, "wh_a")
+    assert replay_plan.secret_change(fresh) is None
+    assert replay_plan.secret_change(fresh, "wh_a") == replay_plan.parse_request(
+        "2026-01-01T00:20:00Z"
+    )
+    assert replay_plan.needs_webhook_record(fresh, "wh_a")
     # A rotation of an earlier webhook, replaced before any record: not this one's.
     old = WebhookStatus(
         webhook_id="wh_b",
         created_at="2026-01-01T00:20:00Z",
         secret_rotated_at="2026-01-01T00:10:00Z",
     )
-    assert replay.secret_change(old) is None
+    assert replay_plan.secret_change(old) is None
 
 
 def test_due_at_ignores_changes_older_than_the_window() -> None:
@@ -425,14 +427,14 @@ def test_due_at_ignores_changes_older_than_the_window() -> None:
         created_at="2026-01-01T00:00:00Z",
         secret_rotated_at="2026-01-01T00:10:00Z",
     )
-    rotated = replay.parse_request("2026-01-01T00:10:00Z")
+    rotated = replay_plan.parse_request("2026-01-01T00:10:00Z")
     assert rotated is not None
-    assert replay.due_at(st, {}, s, now=rotated + 10) == rotated + 90
-    assert replay.due_at(st, {}, s, now=rotated + 3601) is None
+    assert replay_plan.due_at(st, {}, s, now=rotated + 10) == rotated + 90
+    assert replay_plan.due_at(st, {}, s, now=rotated + 3601) is None
     request = {reasons.ANNOTATION_REPLAY_SINCE: "2026-01-01T00:00:00Z"}
-    assert replay.due_at(st, request, s, now=rotated + 3601) == rotated + 3601
+    assert replay_plan.due_at(st, request, s, now=rotated + 3601) == rotated + 3601
     off = make_settings(KEY, replay_window_seconds=0.0)
-    assert replay.due_at(st, {}, off, now=rotated + 10) is None
+    assert replay_plan.due_at(st, {}, off, now=rotated + 10) is None
 
 
 @pytest.mark.parametrize(
@@ -447,4 +449,4 @@ def test_due_at_ignores_changes_older_than_the_window() -> None:
     ],
 )
 def test_request_time_parsing(value: str, ok: bool) -> None:
-    assert (replay.parse_request(value) is not None) is ok
+    assert (replay_plan.parse_request(value) is not None) is ok

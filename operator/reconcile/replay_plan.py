@@ -1,0 +1,187 @@
+"""When a replay episode is due, and what a delivery list shows about it.
+
+Pure functions over status and listings (no calls): the times a rotation or a request
+asks for, when the next step of ``replay`` is due, and the ``Evidence`` of a listing
+(deliveries grouped by event, since a replay re-sends the same event). The state
+machine that acts on them is ``reconcile.replay``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from datetime import UTC, datetime
+
+from blooio_operator.blooio import WebhookDelivery
+from blooio_operator.models import reasons
+from blooio_operator.models.resource import ReplayEpisode, WebhookStatus
+from blooio_operator.reconcile.context import parse_iso
+from blooio_operator.reconcile.deliveries import Listing, outcome, sort_key
+from blooio_operator.settings import Settings
+
+# ``secretRotatedAt`` is recorded (to the second) after the rotate call returned and the
+# Secret was written: deliveries from a little before it already carried the new secret.
+CHANGE_SKEW_SECONDS = 10.0
+# Allowance between Blooio's clock (delivery times) and ours (episode times).
+EVIDENCE_SKEW_SECONDS = 5.0
+BATCH = 20  # replays per recorded intent
+MAX_PROBE_BACKOFF_SECONDS = 600.0
+REQUEST_WINDOW_SECONDS = 3600.0  # for requests when rotation replays are off
+REJECTED_CODES = (401, 403)
+
+
+# --- times ---------------------------------------------------------------------------
+
+
+def iso(ts: float) -> str:
+    """RFC 3339 to the second, rounded up (a due time is never early)."""
+    return datetime.fromtimestamp(math.ceil(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_floor(ts: float) -> str:
+    return datetime.fromtimestamp(math.floor(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_request(value: str) -> float | None:
+    """An RFC 3339 time from the annotation (``Z`` or an offset; a fraction is allowed)."""
+    text = value.strip()
+    if "T" not in text and " " not in text:
+        return None
+    try:
+        parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return None
+    return parsed.timestamp()
+
+
+def epoch(value: str | None) -> float | None:
+    return parse_iso(value) if value else None
+
+
+# --- when is there work ------------------------------------------------------------------
+
+
+def secret_change(status: WebhookStatus, previous_webhook_id: str | None = None) -> float | None:
+    """When the signing secret last changed without that having been dealt with.
+
+    ``previous_webhook_id``: the webhook id this process saw before the current one
+    (kept in memory by the handler), for resources whose records predate any change.
+    """
+    if not status.webhook_id:
+        return None
+    d = status.deliveries
+    recorded = d.webhook_id if d is not None else None
+    if recorded is None and previous_webhook_id and previous_webhook_id != status.webhook_id:
+        recorded = previous_webhook_id
+    created = epoch(status.created_at)
+    rotated = epoch(status.secret_rotated_at)
+    if recorded is not None and recorded != status.webhook_id:
+        # Replaced or Recreated: every delivery of the new webhook carries a new secret.
+        latest = max(created or 0.0, rotated or 0.0)
+        return latest or None
+    if rotated is None:
+        return None
+    handled = epoch(d.secret_change_at) if d is not None else None
+    if handled is not None and rotated <= handled:
+        return None
+    if recorded is None and created is not None and rotated < created:
+        return None  # a rotation of an earlier webhook (replaced before we knew it)
+    return rotated
+
+
+def needs_webhook_record(status: WebhookStatus, previous_webhook_id: str | None) -> bool:
+    """The webhook was replaced and only this process knows: record the old id first."""
+    d = status.deliveries
+    return (
+        bool(status.webhook_id)
+        and (d is None or d.webhook_id is None)
+        and bool(previous_webhook_id)
+        and previous_webhook_id != status.webhook_id
+    )
+
+
+def requested(status: WebhookStatus, annotations: dict[str, str]) -> str | None:
+    """A ``replay-failed-since`` value not dealt with yet."""
+    token = annotations.get(reasons.ANNOTATION_REPLAY_SINCE)
+    d = status.deliveries
+    if not token or token == (d.replay_token if d is not None else None):
+        return None
+    return token
+
+
+def due_at(
+    status: WebhookStatus,
+    annotations: dict[str, str],
+    settings: Settings,
+    *,
+    now: float,
+    previous_webhook_id: str | None = None,
+) -> float | None:
+    """When replay work for this resource is next due (epoch seconds); None: none."""
+    if not status.webhook_id:
+        return None
+    d = status.deliveries
+    episode = d.replay if d is not None else None
+    change = secret_change(status, previous_webhook_id)
+    window = settings.replay_window_seconds
+    if episode is not None:
+        due = epoch(episode.next_at) or now
+        if episode.inflight and episode.inflight_at:
+            due = max(due, (epoch(episode.inflight_at) or now) + settings.recovery_delay_seconds)
+        newer = change is not None and change > (epoch(episode.changed_at) or 0.0) + 1
+        if episode.trigger == "rotation" and newer and change is not None:
+            due = min(due, change + settings.replay_grace_seconds)
+        return due
+    if needs_webhook_record(status, previous_webhook_id):
+        return now
+    if change is not None and window > 0 and now < change + window:
+        return change + settings.replay_grace_seconds
+    if requested(status, annotations) is not None:
+        return now
+    return None
+
+
+# --- what the list shows ------------------------------------------------------------------
+
+
+class Evidence:
+    """The deliveries of a listing grouped by event (a replay re-sends the same event)."""
+
+    def __init__(self, listing: Listing) -> None:
+        self.listing = listing
+        groups: defaultdict[str, list[WebhookDelivery]] = defaultdict(list)
+        for d in listing.deliveries:  # sorted oldest first
+            groups[d.event_id or d.id].append(d)
+        self.groups = dict(groups)
+
+    def affected(self, episode: ReplayEpisode) -> list[WebhookDelivery]:
+        """First deliveries of events since ``episode.since`` that failed as the trigger
+        says (rotation: 401/403; request: any failure), oldest first."""
+        since_ms = (epoch(episode.since) or 0.0) * 1000
+        out = []
+        for group in self.groups.values():
+            first = group[0]
+            if (first.created_at or 0) < since_ms or outcome(first) != "failed":
+                continue
+            if episode.trigger == "rotation" and first.response_status not in REJECTED_CODES:
+                continue
+            out.append(first)
+        return sorted(out, key=sort_key)
+
+    def _group(self, first: WebhookDelivery) -> list[WebhookDelivery]:
+        return self.groups.get(first.event_id or first.id, [first])
+
+    def accepted(self, first: WebhookDelivery) -> bool:
+        return any(outcome(d) == "delivered" for d in self._group(first))
+
+    def later(self, first: WebhookDelivery, since: float) -> list[WebhookDelivery]:
+        """Other deliveries of the same event created at or after ``since`` (epoch s)."""
+        since_ms = since * 1000
+        return [
+            d for d in self._group(first) if d.id != first.id and (d.created_at or 0) >= since_ms
+        ]
+
+    def by_id(self, delivery_id: str) -> WebhookDelivery | None:
+        return next((d for d in self.listing.deliveries if d.id == delivery_id), None)
