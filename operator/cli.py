@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
@@ -111,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     kopf.run(
         registry=registry,
+        identity=_identity(),  # type: ignore[arg-type]  # kopf.Identity is a NewType of str, not exported
         clusterwide=not namespaces,
         namespaces=namespaces,
         standalone=args.peering is None,
@@ -119,6 +123,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         memo=kopf.Memo(settings=settings, namespaces=namespaces),
     )
     return 0
+
+
+def _identity() -> str:
+    """Who this operator process is (kopf peering, and kopf's own bookkeeping).
+
+    kopf's default asks ``getpass.getuser()``, which raises for a uid without a passwd
+    entry, as the image's 65532 has none under containerd (podman adds one itself).
+    """
+    pod = os.environ.get("POD_ID") or os.environ.get("POD_NAME")
+    if pod:
+        return pod
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}/{os.getpid()}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,18 +8,17 @@ Retry rules (delays come from `retry.backoff_delay`; at most `RetryPolicy.max_re
 retries; a `Retry-After` longer than `RetryPolicy.cap` is not waited out here but raised
 with `retry_after` set, for the reconcile layer to reschedule):
 
-- GET, PATCH, DELETE and rotate are retried on 408, 429, 5xx except 501 (the "defined
+- GET, PATCH and DELETE are retried on 408, 429, 5xx except 501 (the "defined
   but not implemented" status, which will not change), timeouts and connection errors.
   PATCH sets fields, so repeating it is harmless. A DELETE whose first attempt committed
   but whose answer was lost comes back as `NotFound` on the retry; callers already treat
   a 404 on delete as "gone".
-- Rotate is not idempotent (each call mints a new secret) but is retried anyway: the
-  secret in the response that reaches us is the current one, and the old secret died
-  at the first rotation either way, so repeating it only costs one more rotation. This
-  is also what the reconcile layer would do if the error went up to it. One race
-  remains, as with any retry after a timeout: an attempt still in flight on Blooio's
-  side could commit after the retry and make the returned secret stale. Signature
-  failures at the receiver are then the symptom, and rotating again the fix.
+- Rotate is not idempotent (each call mints a new secret) and is retried only when
+  Blooio cannot have acted (a 429, or nothing sent): an attempt still held on Blooio's
+  side could commit after a retry and make the returned secret stale, for good. A lost
+  answer surfaces as `ApiTimeout`/`ApiConnectionError` (a 5xx as `ServerError`); the
+  reconcile layer records a rotation intent first and rotates again only once the
+  earlier attempt can no longer commit (`reconcile.secrets.fresh_secret`).
 - Create (`POST /webhooks`) has no idempotency key in V4, so a repeat could create a
   duplicate subscription. It is retried only when Blooio cannot have acted: a 429, or a
   failure before any byte was sent (`ConnectError`, `ConnectTimeout`, `PoolTimeout`),
@@ -259,13 +258,13 @@ class BlooioClient:
         )
 
     async def rotate_secret(self, webhook_id: str) -> RotatedSecret:
-        """Mint a new signing secret; the old one stops working (retried: see module docs)."""
+        """Mint a new signing secret; the old one stops working (see module docs)."""
         path = f"/webhooks/{_segment(webhook_id)}/secret/rotate"
         response = await self._request(
             "POST",
             path,
             endpoint="POST /webhooks/{id}/secret/rotate",
-            safety=_Safety.IDEMPOTENT,
+            safety=_Safety.UNSAFE,
         )
         return self._parse(response, DataEnvelope[RotatedSecret], "POST", path).data
 

@@ -87,6 +87,22 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
         legacy = self._legacy
         legacy.remove_annotations(essence, set(legacy.make_keys(legacy.key, body=body)))
         legacy.remove_empty_stanzas(essence)
+        # The generation is part of what was handled: a spec changed and then changed
+        # back to the last-handled one (while a retry of the first change was pending)
+        # is still a change to handle. Without it kopf sees no diff and drops the retry,
+        # and the resource stays behind its generation, with its intent, for good.
+        cast(dict[str, Any], essence).setdefault("metadata", {})["generation"] = body.get(
+            "metadata", {}
+        ).get("generation")
+        return essence
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        essence = super().fetch(body=body)
+        if essence is not None and "generation" not in (essence.get("metadata") or {}):
+            # Stored by an earlier version, without it: as handled at this generation
+            # (an upgrade must not look like a change of every resource).
+            meta = cast(dict[str, Any], essence).setdefault("metadata", {})
+            meta["generation"] = body.get("metadata", {}).get("generation")
         return essence
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
@@ -188,7 +204,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             info = dataclasses.replace(info, server=f"https://{host}:{port}")
         return info
 
-    @kopf.on.startup(registry=registry, id="configure")
+    # backoff: an operator (re)started while the API server is briefly away retries in
+    # seconds, not kopf's default minute (found by the storm).
+    @kopf.on.startup(registry=registry, id="configure", backoff=2.0)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         app: Settings = memo["settings"]
         settings.posting.level = logging.CRITICAL  # our own Events only, not kopf's log lines

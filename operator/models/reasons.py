@@ -22,6 +22,9 @@ UPDATING: Final = "Updating"
 REMOTE_ERROR: Final = "RemoteError"
 RATE_LIMITED: Final = "RateLimited"
 OUTCOME_UNKNOWN: Final = "OutcomeUnknown"
+# An interrupted request (a crash, a lost answer) could still take effect at Blooio: the
+# operator waits until it cannot before looking again (no Event: nothing failed anew).
+SETTLING: Final = "WaitingForBlooio"
 # DeliveriesHealthy reasons.
 RECEIVER_ACCEPTING: Final = "ReceiverAccepting"
 RECEIVER_REJECTING: Final = "ReceiverRejecting"

@@ -61,6 +61,18 @@ class Applied(_Camel):
     channel_type: str | None = None
 
 
+class Rotation(_Camel):
+    """A signing-secret rotation sent (or about to be) whose answer is not yet in the Secret.
+
+    Rotate mints a new secret per call: an earlier call answered late (or never, to us)
+    can commit after a later one and leave the Secret stale. While this is recorded,
+    no new rotation is sent before the earlier one can no longer commit.
+    """
+
+    webhook_id: str
+    started_at: str
+
+
 class Pending(_Camel):
     """An intent recorded before a non-idempotent call (create), for crash recovery."""
 
@@ -166,6 +178,7 @@ class WebhookStatus(_Camel):
     adopted_webhook_id: str | None = None
     # Fingerprint of the API key the webhook was created or adopted with (never the key).
     key_id: str | None = None
+    rotating: Rotation | None = None
     deliveries: DeliveriesStatus | None = None
 
     def condition(self, type_: str) -> Condition | None:

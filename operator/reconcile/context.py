@@ -7,7 +7,8 @@ patches only the fields that changed (nothing at all when nothing did).
 
 from __future__ import annotations
 
-from collections.abc import Container, MutableMapping
+import time
+from collections.abc import Callable, Container, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -77,6 +78,7 @@ class Deps:
     snapshots: SnapshotCache
     metrics: Metrics
     crash: CrashPoints
+    clock: Callable[[], float] = time.time  # wall clock; tests let time pass with it
 
 
 @dataclass

@@ -9,7 +9,6 @@ again, so an interruption at any instant never leaves a duplicate.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Literal
 
 from pydantic import SecretStr
@@ -18,6 +17,7 @@ from blooio_operator.blooio import (
     ApiStatusError,
     BlooioClient,
     CreateWebhookRequest,
+    NotFound,
     RateLimited,
     Webhook,
 )
@@ -28,7 +28,7 @@ from blooio_operator.reconcile import secrets
 from blooio_operator.reconcile import update as updating
 from blooio_operator.reconcile.context import WebhookContext, ms_to_iso, now_iso, parse_iso
 from blooio_operator.reconcile.errors import PermanentFailure
-from blooio_operator.reconcile.remote import channel_of, patch_to_spec
+from blooio_operator.reconcile.remote import channel_of, settled_at, wait_until_settled
 
 log = logging.getLogger("blooio_operator.reconcile")
 
@@ -122,6 +122,7 @@ async def install(
     rotate = ctx.annotations.get(reasons.ANNOTATION_ROTATE)
     if secret is not None:
         await secrets.write_secret(ctx, webhook, secret)
+        st.rotating = None  # a fresh secret is in the Secret: no rotation left unanswered
         ctx.secret_fresh = True
         ctx.crash("after-secret")
         if rotate:
@@ -159,9 +160,8 @@ async def list_now(
     """
     assert ctx.key_id is not None
     settings = ctx.settings
-    settled = max((parse_iso(i.started_at) or 0.0) for i in intents) if intents else 0.0
-    settled += settings.http_timeout_seconds + settings.recovery_delay_seconds
-    after = min(time.time(), settled)
+    settled = max(settled_at(settings, i.started_at) for i in intents) if intents else 0.0
+    after = min(ctx.deps.clock(), settled)
     snapshot = await ctx.deps.snapshots.fresh(ctx.key_id, client, after=after)
     return list(snapshot.webhooks.values())
 
@@ -191,6 +191,10 @@ async def recover_pending(ctx: WebhookContext, client: BlooioClient) -> None:
         # The new webhook is installed; only the old one is left to delete.
         await updating.finish_replace(ctx, client, pending.old_webhook_id)
         return
+    # Another process may still be waiting for this POST's answer (a crash, or an old
+    # pod still terminating while its replacement starts): look only once it cannot
+    # commit any more, or the list misses it and a second webhook is created.
+    wait_until_settled(ctx, [pending.started_at], "An interrupted create")
     hooks = await list_now(ctx, client, [pending])
     matches = candidates(ctx, hooks, pending)
     own = await ctx.kube.read_secret(ctx.namespace, ctx.secret_name)
@@ -202,13 +206,20 @@ async def recover_pending(ctx: WebhookContext, client: BlooioClient) -> None:
         await install(ctx, webhook, None, clear_pending=pending.operation == "create")
         await updating.update_remote(ctx, client)
         log.info("%s/%s: recovered webhook %s from its Secret", ctx.namespace, ctx.name, webhook.id)
-    elif len(matches) == 1:
-        webhook = await patch_to_spec(ctx, client, matches[0])
-        rotated = await client.rotate_secret(webhook.id)
-        ctx.crash("after-rotate")
-        await install(
-            ctx, webhook, rotated.signing_secret, clear_pending=pending.operation == "create"
-        )
+    elif len(matches) == 1 or _own_late_commits(ctx, hooks, matches):
+        # Several matches are fine when this resource's abandoned intents explain the
+        # extra ones (their POSTs committed late): all are its own, nobody saw their
+        # secrets. Keep the newest, delete the rest.
+        webhook = max(matches, key=lambda h: h.created_at or 0)
+        for extra in matches:
+            if extra.id != webhook.id:
+                await _delete_quietly(client, extra.id)
+                log.info("%s/%s: deleted %s, a late duplicate", ctx.namespace, ctx.name, extra.id)
+        # Rotate and record it *before* patching it to the current spec: a failure in
+        # between must leave a webhook that still matches the intent (found again).
+        secret = await secrets.fresh_secret(ctx, client, webhook.id)
+        await install(ctx, webhook, secret, clear_pending=pending.operation == "create")
+        await updating.update_remote(ctx, client)
         ctx.deps.metrics.rotations.labels("recovery").inc()
         ctx.events.normal(
             reasons.RECOVERED,
@@ -238,6 +249,23 @@ async def recover_pending(ctx: WebhookContext, client: BlooioClient) -> None:
         await updating.finish_replace(ctx, client, pending.old_webhook_id)
     else:
         st.pending = None
+
+
+def _own_late_commits(ctx: WebhookContext, hooks: list[Webhook], matches: list[Webhook]) -> bool:
+    """Whether this resource's abandoned intents account for every match but one."""
+    explained = [
+        intent
+        for intent in ctx.status.abandoned or []
+        if any(h in matches for h in candidates(ctx, hooks, intent))
+    ]
+    return 1 < len(matches) <= 1 + len(explained)
+
+
+async def _delete_quietly(client: BlooioClient, webhook_id: str) -> None:
+    try:
+        await client.delete_webhook(webhook_id)
+    except NotFound:
+        pass
 
 
 async def recreate_missing(ctx: WebhookContext, client: BlooioClient) -> None:

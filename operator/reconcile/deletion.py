@@ -11,6 +11,7 @@ from blooio_operator.models import reasons
 from blooio_operator.reconcile import credentials
 from blooio_operator.reconcile.context import WebhookContext
 from blooio_operator.reconcile.create import candidates, list_now
+from blooio_operator.reconcile.remote import wait_until_settled
 
 
 async def finalize(ctx: WebhookContext) -> None:
@@ -60,7 +61,9 @@ async def _apply_policy(ctx: WebhookContext) -> None:
         return  # no call at all: the key may not even be usable any more
     client = await ctx.blooio()
     if intents:
-        # An interrupted create may have left a webhook we never recorded.
+        # An interrupted create may have left a webhook we never recorded. Its POST may
+        # still commit for a while: released before that, the webhook would be orphaned.
+        wait_until_settled(ctx, [i.started_at for i in intents], "An interrupted create")
         hooks = await list_now(ctx, client, intents)
         for intent in intents:
             ids += [h.id for h in candidates(ctx, hooks, intent) if h.id not in ids]

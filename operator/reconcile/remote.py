@@ -7,8 +7,36 @@ from __future__ import annotations
 from blooio_operator.blooio import BlooioClient, NotFound, UpdateWebhookRequest, Webhook
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import Applied, Pending
-from blooio_operator.reconcile.context import WebhookContext
-from blooio_operator.reconcile.errors import CredentialsFailure
+from blooio_operator.reconcile.context import WebhookContext, parse_iso
+from blooio_operator.reconcile.errors import CredentialsFailure, TransientFailure
+from blooio_operator.settings import Settings
+
+
+def settled_at(settings: Settings, started_at: str | None) -> float:
+    """When a request sent at ``started_at`` can no longer commit at Blooio (as far as
+    the operator can tell): the start (recorded to the second), two client timeouts
+    (one for the request, one for a Blooio that holds it), and the recovery delay.
+
+    Blooio may hold a request longer still; what each caller does then is its own
+    second line (``status.abandoned`` for creates).
+    """
+    start = parse_iso(started_at) or 0.0
+    return start + 1.0 + 2 * settings.http_timeout_seconds + settings.recovery_delay_seconds
+
+
+def wait_until_settled(ctx: WebhookContext, started: list[str | None], what: str) -> None:
+    """Raise a short ``TransientFailure`` while a request sent at any of ``started`` could
+    still commit at Blooio (see ``settled_at``); return once none can."""
+    if not started:
+        return
+    wait = max(settled_at(ctx.settings, s) for s in started) - ctx.deps.clock()
+    if wait > 0:
+        raise TransientFailure(
+            reasons.SETTLING,
+            f"{what} got no answer; looking again in {wait:.0f} s, once it can no longer "
+            "take effect at Blooio.",
+            delay=wait + 0.5,
+        )
 
 
 def channel_of(obj: Applied | Pending | Webhook) -> tuple[str | None, str | None]:

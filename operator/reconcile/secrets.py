@@ -8,14 +8,15 @@ import hashlib
 
 from pydantic import SecretStr
 
-from blooio_operator.blooio import BlooioClient, NotFound, Webhook
+from blooio_operator.blooio import ApiStatusError, BlooioClient, NotFound, Webhook
 from blooio_operator.kube import OwnerRef
 from blooio_operator.kube.client import OWNER_UID_ANNOTATION, SecretView
 from blooio_operator.models import reasons
+from blooio_operator.models.resource import Rotation
 from blooio_operator.reconcile import create as creating
 from blooio_operator.reconcile.context import WebhookContext, now_iso
 from blooio_operator.reconcile.errors import CredentialsFailure
-from blooio_operator.reconcile.remote import confirm_gone, recorded_webhook
+from blooio_operator.reconcile.remote import confirm_gone, recorded_webhook, wait_until_settled
 
 SECRET_KEY = "signing-secret"
 ID_KEY = "webhook-id"
@@ -35,19 +36,44 @@ async def ensure_rotation(ctx: WebhookContext, client: BlooioClient) -> None:
     )
 
 
+async def fresh_secret(ctx: WebhookContext, client: BlooioClient, webhook_id: str) -> SecretStr:
+    """Rotate ``webhook_id``'s signing secret, crash-safely, and return the new one.
+
+    Each rotate mints a secret, and one whose answer never reached us (a crash, a timeout,
+    a 5xx) may still commit at Blooio after a later one, leaving the Secret stale for
+    good. So the rotation is recorded (``status.rotating``) before it is sent, and cleared
+    once its secret is in the Secret; found recorded, no new rotation is sent until the
+    earlier one can no longer commit (``remote.settled_at``).
+    """
+    st = ctx.status
+    earlier = st.rotating
+    if earlier is not None and earlier.webhook_id == webhook_id:
+        wait_until_settled(ctx, [earlier.started_at], f"An earlier rotation of {webhook_id}")
+    st.rotating = Rotation(webhook_id=webhook_id, started_at=now_iso())
+    await ctx.save_status()
+    try:
+        rotated = await client.rotate_secret(webhook_id)
+    except ApiStatusError as exc:
+        if 400 <= exc.status < 500:
+            st.rotating = None  # Blooio answered: nothing was rotated
+        raise
+    ctx.crash("after-rotate")
+    return rotated.signing_secret
+
+
 async def rotate_into_secret(ctx: WebhookContext, client: BlooioClient, *, reason: str) -> None:
     st = ctx.status
     assert st.webhook_id is not None
     await assert_secret_writable(ctx)
     try:
-        rotated = await client.rotate_secret(st.webhook_id)
+        secret = await fresh_secret(ctx, client, st.webhook_id)
     except NotFound:
         if not await confirm_gone(ctx, client, st.webhook_id):
             raise
         await creating.recreate_missing(ctx, client)
         return
-    ctx.crash("after-rotate")
-    await write_secret(ctx, recorded_webhook(ctx), rotated.signing_secret)
+    await write_secret(ctx, recorded_webhook(ctx), secret)
+    st.rotating = None
     st.secret_rotated_at = now_iso()
     st.secret_name = ctx.secret_name
     ctx.deps.metrics.rotations.labels(reason).inc()

@@ -41,9 +41,11 @@ from blooio_operator.blooio import (
 from blooio_operator.kube import KubeConflict, KubeNotFound, OwnerRef
 from blooio_operator.kube.client import SecretView
 from blooio_operator.metrics import Metrics
+from blooio_operator.models import reasons
 from blooio_operator.reconcile import lifecycle
 from blooio_operator.reconcile.context import Deps, WebhookContext
 from blooio_operator.reconcile.crash import CrashPoints
+from blooio_operator.reconcile.errors import TransientFailure
 from blooio_operator.reconcile.snapshots import SnapshotCache
 from blooio_operator.settings import Settings
 
@@ -635,6 +637,8 @@ class World:
         self.events = FakeEvents()
         self.settings = settings or make_settings(api_key, **setting_overrides)
         self.deps = make_deps(self.kube, self.pool, settings=self.settings)
+        self.clock_offset = 0.0
+        self.deps.clock = lambda: time.time() + self.clock_offset
         self.errors: list[Exception] = []
 
     # -- the resource ---------------------------------------------------------------------
@@ -728,19 +732,36 @@ class World:
         attempt: int = 0,
         claimed_ids: Iterable[str] = (),
         action: str = "create",
+        let_time_pass: bool = True,
     ) -> Exception | None:
         """Run ``step`` like ``handlers.run``: a failure is recorded and returned.
 
-        A ``SimulatedCrash`` propagates untouched (a dead process records nothing).
+        A ``SimulatedCrash`` propagates untouched (a dead process records nothing). When
+        the step waits for an interrupted request to settle at Blooio (a transient
+        failure with that delay), the failure is recorded, the clock moves on by the
+        delay and the step runs again, as kopf retries it (``let_time_pass=False``
+        returns that failure instead).
         """
-        ctx = self.ctx(name, attempt=attempt, claimed_ids=claimed_ids)
-        try:
-            await step(ctx)
-        except Exception as exc:
-            err = await lifecycle.record_failure(ctx, exc, action=action)
-            self.errors.append(err)
-            return err
-        return None
+        for _ in range(4):
+            ctx = self.ctx(name, attempt=attempt, claimed_ids=claimed_ids)
+            try:
+                await step(ctx)
+            except Exception as exc:
+                err = await lifecycle.record_failure(ctx, exc, action=action)
+                self.errors.append(err)
+                settling = isinstance(err, TransientFailure) and err.reason == reasons.SETTLING
+                if not (settling and let_time_pass):
+                    return err
+                assert isinstance(err, TransientFailure)
+                self.advance(err.delay)
+                attempt += 1
+                continue
+            return None
+        raise AssertionError("still waiting for interrupted requests after 4 retries")
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` of wall-clock time pass for the reconcile layer."""
+        self.clock_offset += seconds
 
     async def reconcile(self, name: str = NAME, **kwargs: Any) -> None:
         """Reconcile and insist on success."""

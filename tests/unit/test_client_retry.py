@@ -227,12 +227,28 @@ async def test_transport_failures_are_retried_for_idempotent_calls(
 
 
 @pytest.mark.parametrize("step", [error(503), httpx.ReadTimeout])
-async def test_patch_delete_rotate_are_retried(make_client: MakeClient, step: Step) -> None:
+async def test_rotate_is_not_retried_when_blooio_may_have_acted(
+    make_client: MakeClient, step: Step
+) -> None:
+    # Each rotate mints a secret: an attempt Blooio holds could commit after a retry and
+    # leave the returned secret stale for good (storm finding F2). The reconcile layer
+    # rotates again only once the first can no longer commit (secrets.fresh_secret).
     rotated = ok({"data": {"id": "wh_1", "signing_secret": "whsec_new"}})
     client, script, _ = make_client([step, rotated])
+    with pytest.raises(BlooioError):
+        await client.rotate_secret("wh_1")
+    assert len(script.requests) == 1
+
+
+async def test_rotate_is_retried_after_a_429(make_client: MakeClient) -> None:
+    rotated = ok({"data": {"id": "wh_1", "signing_secret": "whsec_new"}})
+    client, script, _ = make_client([error(429), rotated])
     await client.rotate_secret("wh_1")
     assert len(script.requests) == 2
 
+
+@pytest.mark.parametrize("step", [error(503), httpx.ReadTimeout])
+async def test_patch_and_delete_are_retried(make_client: MakeClient, step: Step) -> None:
     client, script, _ = make_client([step, ok()])
     await client.update_webhook("wh_1", UpdateWebhookRequest(status="disabled"))
     assert len(script.requests) == 2

@@ -129,8 +129,24 @@ def test_diffbase_is_read_from_the_status_or_an_earlier_versions_annotation(
         )
     storage = StatusDiffBase()
     body = kopf.Body(raw)  # type: ignore[arg-type]
-    assert storage.fetch(body=body) == {"spec": raw["spec"]}
+    # Stored by an earlier version, without the generation: read as handled at this one.
+    assert storage.fetch(body=body) == {"spec": raw["spec"], "metadata": {"generation": 2}}
     essence = storage.build(body=body)
     # Neither storage's own fields count as a change; user annotations do.
     assert essence.get("metadata", {}).get("annotations") == {"blooio.com/rotate-secret": "t1"}
+    assert essence.get("metadata", {}).get("generation") == 2
     assert "status" not in essence
+
+
+def test_a_spec_changed_and_changed_back_is_still_a_change() -> None:
+    # Storm finding F4: gen 1 handled, gen 2 failed (a retry pending), gen 3 restores
+    # gen 1's spec. Without the generation in the essence kopf saw no diff and dropped it.
+    storage = StatusDiffBase()
+    raw = _body("a")
+    raw["metadata"]["annotations"] = {}
+    raw["metadata"]["generation"] = 1
+    handled = storage.build(body=kopf.Body(raw))  # type: ignore[arg-type]
+    raw["status"] = {"kopf": {"last-handled-configuration": json.dumps(handled)}}
+    raw["metadata"]["generation"] = 3
+    body = kopf.Body(raw)  # type: ignore[arg-type]
+    assert storage.fetch(body=body) != storage.build(body=body)

@@ -312,3 +312,72 @@ def test_lifecycle_stays_small() -> None:
     import inspect
 
     assert len(inspect.getsource(lifecycle).splitlines()) < 200
+
+
+# --- storm findings (tests/chaos/storm.py) ---------------------------------------------------
+
+
+async def test_late_commits_of_own_abandoned_intents_are_not_ambiguous(world: World) -> None:
+    # F1b: a create abandoned by recovery commits late, and so does the next one: two
+    # webhooks match the pending intent, and the abandoned intent explains one of them.
+    world.apply()
+    world.blooio.commit_then_fail()  # first POST: answer lost (committed now)
+    await world.run()
+    first = next(iter(world.blooio.hooks))
+    late = world.blooio.hooks.pop(first)  # ...but not visible yet: committed late
+    await world.run(let_time_pass=False)  # waits for the interrupted create to settle
+    world.advance(60)
+    world.blooio.commit_then_fail()  # recovery finds nothing, abandons, creates: lost too
+    await world.run()
+    assert world.status().get("abandoned")
+    world.blooio.hooks[late.id] = late  # the late commit of the abandoned one lands
+    world.advance(60)
+
+    await world.reconcile()
+
+    (kept,) = world.blooio.hooks  # newest kept, the other one deleted: no Stalled
+    assert world.status()["webhookId"] == kept
+    assert world.secret()["signing-secret"] == world.blooio.secret_of(kept)
+    assert reasons.AMBIGUOUS_RECOVERY not in world.events.reasons()
+
+
+async def test_a_rotation_without_answer_is_not_overtaken(world: World) -> None:
+    # F2: a rotate whose answer was lost may still commit; rotating again right away could
+    # be overtaken by it and leave the Secret stale. The next rotation waits it out.
+    from blooio_operator.blooio import ApiTimeout
+
+    webhook_id = await world.ready()
+    world.set_annotation(reasons.ANNOTATION_ROTATE, "t1")
+    world.blooio.fail_next(
+        "rotate_secret", ApiTimeout("read timeout", method="POST", path="/x"), commit=True
+    )
+    err = await world.run(let_time_pass=False)
+    assert err is not None
+    assert world.status()["rotating"]["webhookId"] == webhook_id
+    rotations = world.blooio.count("rotate_secret")
+
+    err = await world.run(let_time_pass=False)
+    assert err is not None
+    assert err.reason == reasons.SETTLING
+    assert world.blooio.count("rotate_secret") == rotations  # nothing sent meanwhile
+
+    world.advance(60)
+    await world.reconcile()
+    assert "rotating" not in world.status()
+    assert world.secret()["signing-secret"] == world.blooio.secret_of(webhook_id)
+    assert world.status()["rotateToken"] == "t1"
+
+
+async def test_finalizer_waits_for_an_interrupted_create_before_releasing(world: World) -> None:
+    # F3: deleted while its create's outcome is unknown; releasing before the POST could
+    # no longer commit left an orphan nobody would ever delete.
+    world.apply()
+    world.blooio.commit_then_fail()
+    await world.run()
+    err = await world.run(deletion.finalize, action="delete", let_time_pass=False)
+    assert err is not None
+    assert err.reason == reasons.SETTLING
+    assert world.blooio.count("list_webhooks") == 0
+    world.advance(60)
+    assert await world.run(deletion.finalize, action="delete") is None
+    assert world.blooio.hooks == {}
