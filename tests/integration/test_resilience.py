@@ -288,10 +288,11 @@ def test_create_hangs_past_the_client_timeout(
 def test_create_committed_after_recovery_found_nothing(
     hooks: Webhooks, simulator: Simulator, start_operator: OperatorFactory
 ) -> None:
-    # Held 6 s: the operator times out at 3 s, lists after its 1 s recovery delay, finds
-    # nothing and creates again; then the first create commits. Blooio's commit latency
-    # is not bounded by our timeout, so the late one must be found and deleted later.
-    simulator.admin.add_fault("hang", endpoint=POST, seconds=6, count=1)
+    # Held 10 s: the operator times out at 3 s, waits until the request "can no longer
+    # commit" (start + 2 x 3 s timeout + 1 s delay + 1 s = 8 s), lists, finds nothing and
+    # creates again; then the first create commits. Blooio's commit latency is not
+    # bounded by anything we can know, so the late one must be found and deleted later.
+    simulator.admin.add_fault("hang", endpoint=POST, seconds=10, count=1)
     start_operator()
     hooks.create("orders", {"url": URL})
     wait_for(
