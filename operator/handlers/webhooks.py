@@ -21,7 +21,7 @@ import kopf
 
 from blooio_operator.blooio import ClientPool, RetryPolicy
 from blooio_operator.handlers.registry import Registry
-from blooio_operator.kube import KubeClient, KubeError
+from blooio_operator.kube import KubeClient, KubeError, KubeForbidden
 from blooio_operator.kube.client import COMPONENT, load_api_client
 from blooio_operator.metrics import Metrics
 from blooio_operator.models import reasons
@@ -241,9 +241,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         )
         memo["guards"] = guards  # for other handler modules that write a resource's status
         memo["registry"] = known  # for other handler modules that need every resource
-        # Claims must be complete before any handler decides whether a webhook is someone
-        # else's; the event handler below only catches up as kopf's workers get to objects.
-        known.seed_claims(await _held_webhook_ids(kube, namespaces))
         memo["deps"] = Deps(
             settings=app,
             kube=kube,
@@ -254,6 +251,17 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         )
         if app.metrics_port is not None:
             metrics.serve(app.metrics_port)
+
+    @kopf.on.startup(registry=registry, id="seed_claims", backoff=2.0)
+    async def seed_claims(memo: kopf.Memo, **_: Any) -> None:
+        # Claims must be complete before any handler decides whether a webhook is someone
+        # else's; the event handler below only catches up as kopf's workers get to objects.
+        deps: Deps = memo["deps"]
+        try:
+            held = await _held_webhook_ids(deps.kube, memo.get("namespaces") or [])
+        except KubeError as exc:
+            raise kopf.TemporaryError(f"cannot list BlooioWebhooks yet: {exc}", delay=2) from None
+        known.seed_claims(held)
 
     @kopf.on.cleanup(registry=registry, id="close")
     async def close(memo: kopf.Memo, **_: Any) -> None:
@@ -539,10 +547,10 @@ async def _held_webhook_ids(kube: KubeClient, namespaces: list[str]) -> dict[str
     """
     try:
         return await kube.list_webhook_ids()
-    except KubeError as exc:
+    except KubeForbidden:
         exact = [ns for ns in namespaces if not any(c in ns for c in "*?[!")]
-        if exc.status != 403 or not exact:
-            log.warning("could not list BlooioWebhooks to seed claims: %s", exc)
+        if not exact:
+            log.warning("may not list BlooioWebhooks cluster-wide: claims start empty")
             return {}
     held: dict[str, str] = {}
     for ns in exact:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -178,6 +179,10 @@ class KubeClient:
                 if exc.status != 429 or attempt == 3:
                     raise _convert(exc, action, redact) from None
                 await asyncio.sleep(_retry_after(exc) or 0.25 * 2**attempt)
+            except urllib3.exceptions.HTTPError as exc:
+                # The API server is unreachable (restarting, say): a KubeError like any
+                # other, not a stack trace from deep inside urllib3.
+                raise KubeError(None, f"unreachable ({type(exc).__name__})", action) from None
         raise AssertionError("unreachable")
 
     def close(self) -> None:
