@@ -30,6 +30,7 @@ CONFIG = StormConfig(
     create_seconds=15.0,
     ops=(3, 6),
     converge_seconds=120.0,
+    tail_seconds=60.0,
 )
 
 
