@@ -6,7 +6,7 @@
   the next step. Events cost no API call.
 * The health sweep: one ``GET /webhooks/{id}/deliveries`` per resource per
   ``BLOOIO_DELIVERIES_HEALTH_INTERVAL_SECONDS``, spread evenly over the interval by
-  ``handlers.webhooks.periodic_sweep``. A check writes status only when the summary or
+  ``handlers.sweep.periodic_sweep``. A check writes status only when the summary or
   the condition changed.
 
 Every status write takes the object's lock (``memo["guards"]``, shared with the webhook
@@ -25,8 +25,10 @@ from typing import Any
 import kopf
 
 from blooio_operator.blooio import BlooioError
+from blooio_operator.handlers.events import KubeEvents
 from blooio_operator.handlers.registry import Registry
-from blooio_operator.handlers.webhooks import KubeEvents, ObjectGuards, periodic_sweep
+from blooio_operator.handlers.sweep import periodic_sweep
+from blooio_operator.handlers.webhooks import ObjectGuards
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION, WebhookStatus
 from blooio_operator.reconcile import replay, replay_plan

@@ -14,13 +14,16 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import kopf
 
 from blooio_operator.blooio import ClientPool, RetryPolicy
+from blooio_operator.handlers.diffbase import StatusDiffBase
+from blooio_operator.handlers.events import KopfEvents, KubeEvents
 from blooio_operator.handlers.registry import Registry
+from blooio_operator.handlers.sweep import SweepRetries, periodic_sweep
 from blooio_operator.kube import KubeClient, KubeError, KubeForbidden
 from blooio_operator.kube.client import COMPONENT, load_api_client
 from blooio_operator.metrics import Metrics
@@ -44,71 +47,6 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 STALE_BODY_SECONDS = 10.0
 
 
-class KopfEvents:
-    """EventSink posting through kopf's batched event poster."""
-
-    def __init__(self, body: kopf.Body) -> None:
-        self._body = body
-
-    def normal(self, reason: str, message: str) -> None:
-        kopf.event(self._body, type="Normal", reason=reason, message=message)
-
-    def warning(self, reason: str, message: str) -> None:
-        kopf.event(self._body, type="Warning", reason=reason, message=message)
-
-
-class StatusDiffBase(kopf.MultiDiffBaseStorage):
-    """kopf's last-handled configuration, kept in ``status.kopf`` rather than an annotation.
-
-    kopf writes it after a handler succeeds; in the status it rides in the same
-    ``/status`` merge patch as the handler's final status (``WebhookContext.status_sink``),
-    where an annotation cost a second request and a second watch event per change.
-    Objects handled by an earlier version carry the annotation
-    ``operator.blooio.com/last-handled-configuration``: it is still read (so an upgrade
-    sees no change and writes nothing) and left out of the diff, but never written again.
-    """
-
-    def __init__(self) -> None:
-        self._status = kopf.StatusDiffBaseStorage(field="status.kopf.last-handled-configuration")
-        # Not "blooio.com": kopf leaves every annotation under its own prefix out of the
-        # diff, and the user annotations blooio.com/rotate-secret etc. must trigger handlers.
-        self._legacy = kopf.AnnotationsDiffBaseStorage(
-            prefix="operator.blooio.com", key="last-handled-configuration"
-        )
-        super().__init__([self._status, self._legacy])
-
-    def build(
-        self, *, body: kopf.Body, extra_fields: Iterable[kopf.FieldSpec] | None = None
-    ) -> kopf.BodyEssence:
-        # The essence the two storages would build, with one deep copy of the body
-        # instead of the three MultiDiffBaseStorage makes (per event, on every object).
-        # The status is dropped whole by the base; only the legacy annotation remains.
-        essence = kopf.DiffBaseStorage.build(self, body=body, extra_fields=extra_fields)
-        legacy = self._legacy
-        legacy.remove_annotations(essence, set(legacy.make_keys(legacy.key, body=body)))
-        legacy.remove_empty_stanzas(essence)
-        # The generation is part of what was handled: a spec changed and then changed
-        # back to the last-handled one (while a retry of the first change was pending)
-        # is still a change to handle. Without it kopf sees no diff and drops the retry,
-        # and the resource stays behind its generation, with its intent, for good.
-        cast(dict[str, Any], essence).setdefault("metadata", {})["generation"] = body.get(
-            "metadata", {}
-        ).get("generation")
-        return essence
-
-    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        essence = super().fetch(body=body)
-        if essence is not None and "generation" not in (essence.get("metadata") or {}):
-            # Stored by an earlier version, without it: as handled at this generation
-            # (an upgrade must not look like a change of every resource).
-            meta = cast(dict[str, Any], essence).setdefault("metadata", {})
-            meta["generation"] = body.get("metadata", {}).get("generation")
-        return essence
-
-    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
-        self._status.store(body=body, patch=patch, essence=essence)
-
-
 class ObjectGuards:
     """Per-object serialisation shared by every writer of a resource's status.
 
@@ -123,53 +61,6 @@ class ObjectGuards:
 
     def wrote(self, uid: str) -> None:
         self.written_at[uid] = time.monotonic()
-
-
-class KubeEvents:
-    """EventSink posting through our own client, for the periodic sweep.
-
-    ``kopf.event()`` works only inside kopf's per-object tasks (it finds its poster's
-    queue in a context variable set there); the sweep is not one. Posting happens in the
-    background, as with kopf's poster: a failed post is logged, and never fails a check.
-    """
-
-    _posting: set[asyncio.Task[None]] = set()  # strong references until done
-
-    def __init__(self, kube: KubeClient, body: Mapping[str, Any]) -> None:
-        meta = body["metadata"]
-        self._kube = kube
-        self._involved = {
-            "apiVersion": body["apiVersion"],
-            "kind": body["kind"],
-            "namespace": meta["namespace"],
-            "name": meta["name"],
-            "uid": meta["uid"],
-        }
-
-    def normal(self, reason: str, message: str) -> None:
-        self._post("Normal", reason, message)
-
-    def warning(self, reason: str, message: str) -> None:
-        self._post("Warning", reason, message)
-
-    def _post(self, type_: str, reason: str, message: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(type_, reason, message))
-        self._posting.add(task)
-        task.add_done_callback(self._posting.discard)
-
-    async def _send(self, type_: str, reason: str, message: str) -> None:
-        try:
-            await self._kube.create_event(
-                self._involved, type=type_, reason=reason, message=message
-            )
-        except Exception as exc:
-            log.warning(
-                "could not post Event %s about %s/%s: %s",
-                reason,
-                self._involved["namespace"],
-                self._involved["name"],
-                exc,
-            )
 
 
 def to_kopf(err: Exception, *, deleting: bool = False) -> kopf.PermanentError | kopf.TemporaryError:
@@ -438,96 +329,6 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             ),
             name="periodic-checks",
         )
-
-
-class SweepRetries:
-    """Checks that failed while acting, due again after their retry delay (one per uid).
-
-    A check of the regular pass that finds a retry due takes it over (and cancels it).
-    """
-
-    def __init__(self) -> None:
-        self._due: dict[str, asyncio.TimerHandle] = {}
-        self._running: set[asyncio.Task[None]] = set()
-
-    def schedule(
-        self, uid: str, delay: float, check: Callable[[str], Coroutine[Any, Any, None]]
-    ) -> None:
-        self.discard(uid)
-        loop = asyncio.get_running_loop()
-
-        def fire() -> None:
-            task = loop.create_task(check(uid))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
-
-        self._due[uid] = loop.call_later(delay, fire)
-
-    def discard(self, uid: str) -> bool:
-        """Forget ``uid``'s retry; True when there was one (fired or not)."""
-        handle = self._due.pop(uid, None)
-        if handle is None:
-            return False
-        handle.cancel()
-        return True
-
-    def __len__(self) -> int:
-        return len(self._due)
-
-    async def close(self) -> None:
-        for handle in self._due.values():
-            handle.cancel()
-        self._due.clear()
-        for task in list(self._running):
-            task.cancel()
-        await asyncio.gather(*self._running, return_exceptions=True)
-
-
-async def periodic_sweep(
-    current: Callable[[], list[str]],
-    check: Callable[[str], Awaitable[None]],
-    *,
-    interval: float,
-    concurrency: int = 8,
-    retries: SweepRetries | None = None,
-) -> None:
-    """Check every resource once per ``interval``, spread evenly across it.
-
-    One task for all resources instead of a kopf timer per resource: a timer holds a
-    live copy of its object's whole body (managedFields included), the timers of objects
-    applied together tick together, and kopf makes a deletion wait for a busy timer.
-    The uids are taken from the registry as each pass starts (one that appears later is
-    checked on the next pass); each check looks its body up when its turn comes.
-    """
-    gate = asyncio.Semaphore(concurrency)
-    running: set[asyncio.Task[None]] = set()
-
-    async def one(uid: str) -> None:
-        try:
-            await check(uid)
-        finally:
-            gate.release()
-
-    loop = asyncio.get_running_loop()
-    try:
-        await asyncio.sleep(interval)
-        while True:
-            started = loop.time()
-            due = current()
-            gap = interval / len(due) if due else 0.0
-            for uid in due:
-                await gate.acquire()
-                task = asyncio.create_task(one(uid))
-                running.add(task)
-                task.add_done_callback(running.discard)
-                await asyncio.sleep(gap)
-            await asyncio.sleep(max(0.0, started + interval - loop.time()))
-    finally:
-        for task in running:
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
-        if retries is not None:
-            await retries.close()
 
 
 def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:

@@ -10,8 +10,9 @@ from typing import Any
 import kopf
 import pytest
 
+from blooio_operator.handlers.diffbase import StatusDiffBase
 from blooio_operator.handlers.registry import slim_body
-from blooio_operator.handlers.webhooks import StatusDiffBase, periodic_sweep
+from blooio_operator.handlers.sweep import periodic_sweep
 
 
 def _body(name: str, *, deleting: bool = False) -> dict[str, Any]:
