@@ -25,10 +25,11 @@ async def finalize(ctx: WebhookContext) -> None:
 async def _apply_policy(ctx: WebhookContext) -> None:
     st, spec = ctx.status, ctx.spec
     secret_names = {ctx.secret_name, *([st.secret_name] if st.secret_name else [])}
+    if spec.deletion_policy == "Orphan":
+        # Secrets written under Orphan carry no ownerReference; earlier ones may.
+        for name in secret_names:
+            await ctx.kube.release_secret(ctx.namespace, name, ctx.uid)
     if ctx.annotations.get(reasons.ANNOTATION_SKIP_REMOTE_DELETE) == "true":
-        if spec.deletion_policy == "Orphan":
-            for name in secret_names:
-                await ctx.kube.release_secret(ctx.namespace, name, ctx.uid)
         ctx.events.normal(
             reasons.DELETED,
             f"{reasons.ANNOTATION_SKIP_REMOTE_DELETE} is set: released without touching "
@@ -36,9 +37,6 @@ async def _apply_policy(ctx: WebhookContext) -> None:
         )
         return
     if spec.deletion_policy == "Orphan":
-        # Secrets written under Orphan carry no ownerReference; earlier ones may.
-        for name in secret_names:
-            await ctx.kube.release_secret(ctx.namespace, name, ctx.uid)
         ctx.events.normal(
             reasons.ORPHANED,
             f"deletionPolicy Orphan: webhook {st.webhook_id or '(none)'} and Secret "

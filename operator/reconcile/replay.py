@@ -254,10 +254,7 @@ async def _post_probe(
     ctx.deps.metrics.replays.labels(episode.trigger, "posted").inc()
     episode.probe_replay_id = result.id
     episode.posted += 1
-    next_at = now + settings.replay_probe_delay_seconds
-    episode.next_at = iso(next_at)
-    await ctx.save_status()
-    return next_at
+    return await _wait(ctx, episode, now + settings.replay_probe_delay_seconds)
 
 
 async def _probing(

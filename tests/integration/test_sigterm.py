@@ -65,8 +65,12 @@ def start(args: list[str], ready_text: str, log: Path) -> subprocess.Popen[bytes
 
 
 def stop_and_check(proc: subprocess.Popen[bytes], log: Path, expect_children: int) -> None:
-    children = descendants(proc.pid)
-    assert len(children) >= expect_children, children
+    # The controller-manager may start a moment after "ready" is printed.
+    def enough() -> set[int] | None:
+        found = descendants(proc.pid)
+        return found if len(found) >= expect_children else None
+
+    children = wait_for(enough, timeout=30, message=f"{expect_children} child processes")
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=90)
