@@ -7,15 +7,16 @@
 #                   Python image; needs a registry), or on $PYTHON_IMAGE;
 #   neither         fails, naming the Debian packages to install.
 #
-# Installs nothing. Result: $IMAGE (default localhost/blooio-operator:dev) and
-# .build/image/blooio-operator.oci.tar. Interface: hack/image/README.md.
+# Installs nothing. Result: $IMAGE (default localhost/blooio-operator:dev) and $ARCHIVE
+# (default .build/image/blooio-operator.oci.tar); $REVISION overrides the git revision
+# label. Interface: hack/image/README.md.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 cd "$root"
 
 IMAGE="${IMAGE:-localhost/blooio-operator:dev}"
-ARCHIVE="$root/.build/image/blooio-operator.oci.tar"
+ARCHIVE="${ARCHIVE:-$root/.build/image/blooio-operator.oci.tar}"
 CA_BUNDLE="${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 
 if command -v podman >/dev/null 2>&1; then
@@ -32,17 +33,26 @@ EOF
     exit 1
 fi
 
-revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-if [ "$revision" != unknown ] && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
+revision="${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}"
+if [ -z "${REVISION:-}" ] && [ "$revision" != unknown ] \
+    && [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then
     revision="$revision-dirty"
 fi
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' pyproject.toml | head -1)"
+# The labels that change from build to build are also given with --label. buildah's layer
+# cache ignores an ARG used only by LABEL (containers/buildah#5501): a build at a new
+# commit whose files are unchanged would reuse the old LABEL step and carry the old
+# revision. A --label is applied at commit, outside that cache.
 args=(
     --build-arg "VERSION=$version"
     --build-arg "REVISION=$revision"
+    --label "org.opencontainers.image.version=$version"
+    --label "org.opencontainers.image.revision=$revision"
     --tag "$IMAGE"
 )
-[ -z "${SOURCE:-}" ] || args+=(--build-arg "SOURCE=$SOURCE")
+if [ -n "${SOURCE:-}" ]; then
+    args+=(--build-arg "SOURCE=$SOURCE" --label "org.opencontainers.image.source=$SOURCE")
+fi
 
 start=$SECONDS
 if [ "${engine[0]}" = docker ]; then

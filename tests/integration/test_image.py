@@ -361,6 +361,33 @@ def test_image_matches_the_deployment_and_carries_no_build_tools(image: str, pod
         assert out.stdout.strip() == "[] []", f"{python}: {out.stdout}"
 
 
+def test_a_rebuild_at_another_commit_carries_that_commit(image: str, tmp_path: Path) -> None:
+    # Same files, new revision: every layer is a cache hit, and the label must still be
+    # the new one (buildah reused the old LABEL step: containers/buildah#5501).
+    revision = f"rebuild-{uuid.uuid4().hex[:12]}"
+    tag = "localhost/blooio-operator:revision-check"
+    out = subprocess.run(
+        [str(ROOT / "hack" / "image" / "build.sh")],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "IMAGE": tag,
+            "REVISION": revision,
+            "ARCHIVE": str(tmp_path / "image.oci.tar"),
+        },
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    try:
+        assert out.returncode == 0, f"build failed:\n{out.stderr[-4000:]}"
+        labels = json.loads(podman("image", "inspect", tag).stdout)[0]["Config"]["Labels"]
+        assert labels["org.opencontainers.image.revision"] == revision
+    finally:
+        podman("rmi", "--force", tag, check=False)
+
+
 def test_image_keeps_its_base_ca_bundle_and_size(image: str) -> None:
     size = podman("image", "inspect", "--format", "{{.Size}}", image).stdout.strip()
     size_mb = int(size) / 1e6
