@@ -21,6 +21,7 @@ import hashlib
 import hmac
 import json
 import os
+import signal
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -108,7 +109,14 @@ def main() -> None:
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server inside a pod
     server = ThreadingHTTPServer((host, int(os.environ.get("PORT", "8080"))), Handler)
     print(f"listening on {host}:{server.server_port}", flush=True)
-    server.serve_forever()
+    # As a container's PID 1 the process has no default SIGTERM action: without a handler
+    # it ignores the kubelet's SIGTERM and every pod deletion waits out the grace period.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    try:
+        server.serve_forever()
+    finally:
+        print("SIGTERM: stopped", flush=True)
+        server.server_close()
 
 
 if __name__ == "__main__":

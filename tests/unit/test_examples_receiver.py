@@ -140,6 +140,22 @@ def receiver_url(secret_file: Path) -> Iterator[str]:
         proc.wait(timeout=10)
 
 
+def test_stops_on_sigterm(secret_file: Path) -> None:
+    # As PID 1 in a pod, SIGTERM is ignored unless handled: the handler makes it stop at
+    # once, exit code 0 (an unhandled SIGTERM would show as -15 here).
+    env = {**os.environ, "BLOOIO_SIGNING_SECRET_FILE": str(secret_file)}
+    env.update(HOST="127.0.0.1", PORT="0", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(RECEIVER)], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().startswith("listening on ")
+    proc.terminate()
+    out, _ = proc.communicate(timeout=10)
+    assert proc.returncode == 0
+    assert "stopped" in out
+
+
 def load_simulator() -> Any:
     try:
         from blooio_operator.simulator import Simulator
