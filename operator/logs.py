@@ -73,6 +73,19 @@ class _JsonFormatter(JsonFormatter):
             log_record["object"] = ref
 
 
+class _TextFormatter(logging.Formatter):
+    """One line per record; kopf's per-object records name their object, ``[ns/name]``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ref = getattr(record, "k8s_ref", None)
+        where = ""
+        if isinstance(ref, dict) and ref.get("name"):
+            namespace = ref.get("namespace")
+            where = f"[{namespace}/{ref['name']}] " if namespace else f"[{ref['name']}] "
+        record.where = where
+        return super().format(record)
+
+
 def configure_logging(
     fmt: str = "text", level: str = "INFO", secrets: list[str] | None = None
 ) -> RedactingFilter:
@@ -88,7 +101,9 @@ def configure_logging(
             )
         )
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+        handler.setFormatter(
+            _TextFormatter("%(asctime)s %(levelname)-7s %(name)s: %(where)s%(message)s")
+        )
     redactor = RedactingFilter(secrets)
     handler.addFilter(redactor)
     root.addHandler(handler)

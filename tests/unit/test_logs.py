@@ -239,6 +239,25 @@ def test_text_format_and_level(root_logging: None, capsys: pytest.CaptureFixture
     assert lines[0].endswith("INFO    blooio_operator.handlers: visible [REDACTED]")
 
 
+def test_kopf_per_object_text_lines_name_their_object(
+    root_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import kopf
+
+    configure_logging("text", "INFO")
+    ref = {"kind": "BlooioWebhook", "name": "orders", "namespace": "shop", "uid": "0b9c2f1e"}
+    extra = {"settings": kopf.OperatorSettings(), "k8s_skip": False, "k8s_ref": ref}
+    logging.getLogger("kopf.objects").info("Handler 'reconcile' succeeded.", extra=extra)
+    logging.getLogger("kopf.objects").info(
+        "cluster-wide", extra={**extra, "k8s_ref": {"name": "x"}}
+    )
+    logging.getLogger("blooio_operator").info("no object")
+    lines = _lines(capsys)
+    assert lines[0].endswith("kopf.objects: [shop/orders] Handler 'reconcile' succeeded."), lines
+    assert lines[1].endswith("kopf.objects: [x] cluster-wide"), lines
+    assert lines[2].endswith("blooio_operator: no object"), lines
+
+
 def test_reconfiguring_replaces_the_handler(
     root_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
