@@ -95,7 +95,7 @@ node-packages:
 
 node: install
 	@command -v go >/dev/null || { echo "Go 1.26+ is required (go not on PATH)"; exit 1; }
-	$(VPY) -c 'from blooio_operator.devenv.node import ensure_node_binaries as b; print(*b())'
+	$(VPY) -c 'from blooio_operator.devenv.node_build import ensure_node_binaries as b; print(*b())'
 
 e2e: node-packages install controlplane node image
 	$(VPY) -m tests.node.e2e

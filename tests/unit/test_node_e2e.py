@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from blooio_operator.devenv.node import PAUSE_IMAGE, pause_image_archive
+from blooio_operator.devenv.node_build import PAUSE_IMAGE, pause_image_archive
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ROOT / "hack" / "e2e" / "overlay"
