@@ -100,7 +100,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     @kopf.on.startup(registry=registry, id="configure", backoff=2.0)
     async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         app: Settings = memo["settings"]
-        settings.posting.level = logging.CRITICAL  # our own Events only, not kopf's log lines
+        # Our own Events only: no log line ever becomes an Event (kopf's poster would post
+        # it formatted, before our log redaction runs). kopf 1.45's default, pinned.
+        settings.posting.loggers = False
+        settings.posting.level = logging.CRITICAL
         settings.posting.reporting_component = COMPONENT  # as KubeEvents posts them
         settings.posting.reporting_instance = COMPONENT
         settings.persistence.finalizer = "blooio.com/finalizer"
