@@ -156,14 +156,33 @@ def test_kstatus_rules_on_the_operators_condition_helpers(kstatus_bin: Path) -> 
     lagging = kstatus(kstatus_bin, _obj(ready, generation=2, observed=1))
     assert lagging["status"] == "InProgress"
     assert "generation" in lagging["message"].lower()
-    # Known kstatus gap, pinned here so a change is noticed: an object with no status
-    # at all (the operator has not seen it yet) has no signals and counts as Current.
+    # kstatus's gap: an object with no status at all has no signals and counts as
+    # Current. The CRD's status default (observedGeneration 0) closes it for live
+    # objects: see test_in_progress_before_the_operator_has_seen_it.
     fresh = _obj([], observed=None)
     del fresh["status"]
     assert kstatus(kstatus_bin, fresh)["status"] == "Current"
 
 
 # --- live objects, operator and simulator running ------------------------------------
+
+
+def test_in_progress_before_the_operator_has_seen_it(
+    hooks: Webhooks, check: Checker, start_operator: OperatorFactory
+) -> None:
+    # Applied while no operator runs (not installed yet, down, crash-looping): Flux must
+    # keep waiting, not report it healthy.
+    hooks.create("orders", {"url": URL})
+    obj = hooks.get("orders") or {}
+    assert obj["status"] == {"observedGeneration": 0}, obj.get("status")
+    res = check("orders")
+    assert res["status"] == "InProgress", res
+    assert "generation" in res["message"].lower(), res
+
+    start_operator()
+    hooks.wait_ready("orders", timeout=60)
+    check.wait("orders", "Current")
+    assert (hooks.get("orders") or {})["status"]["observedGeneration"] == 1
 
 
 def test_current_when_ready(

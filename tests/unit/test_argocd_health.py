@@ -95,6 +95,13 @@ def test_no_status_is_progressing(health: Any) -> None:
     assert health(resource())["status"] == "Progressing"
 
 
+def test_the_crds_default_status_is_progressing(health: Any) -> None:
+    # What the API server shows before the operator's first write (the CRD's default).
+    hs = health(resource(status={"observedGeneration": 0}))
+    assert hs["status"] == "Progressing"
+    assert "blooio-operator" in hs["message"]
+
+
 def test_status_without_observed_generation_is_progressing(health: Any) -> None:
     s = status(READY)
     del s["observedGeneration"]
