@@ -411,6 +411,8 @@ def test_upgrade_from_the_annotation_diff_base_costs_nothing(
     the new operator reads it, sees no change, and neither calls Blooio nor writes."""
     import time
 
+    from tests.helpers import wait_for
+
     op = start_operator(BLOOIO_DRIFT_INTERVAL_SECONDS="600")
     hooks.create("legacy", {"url": f"{URL}/legacy"}, annotations={"team": "shop"})
     hooks.wait_ready("legacy")
@@ -451,4 +453,11 @@ def test_upgrade_from_the_annotation_diff_base_costs_nothing(
     # An edit afterwards is handled as usual, and its diff base goes to the status.
     hooks.patch("legacy", {"spec": {"url": f"{URL}/legacy-2"}})
     hooks.wait_event("legacy", "Updated")
-    assert "last-handled-configuration" in hooks.status("legacy")["kopf"]
+    # The Event is posted by the handler; the diff base arrives with kopf's final status
+    # patch just after it (reading the status at the Event raced it once in CI).
+    hooks.wait_ready("legacy")
+    wait_for(
+        lambda: "last-handled-configuration" in hooks.status("legacy").get("kopf", {}),
+        timeout=30,
+        message="diff base in status.kopf",
+    )
