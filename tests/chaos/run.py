@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -427,8 +428,14 @@ def local_world(
 
     The operator watches ``namespaces`` (one ``--namespace`` each); ``env`` overrides
     FAST_OPERATOR_ENV (the storm scales its periodic check with the resource count).
+    Every world starts empty: what a previous run left in ``work`` (etcd data, the
+    simulator's state, logs) is removed first, so ``make storm`` can run again.
     """
     from kubernetes import config as k8s_config
+
+    for leftover in ("controlplane", "simulator"):
+        shutil.rmtree(work / leftover, ignore_errors=True)
+    (work / "operator.log").unlink(missing_ok=True)  # appended to across restarts
 
     from blooio_operator.devenv.controlplane import ControlPlane, ensure_binary
     from tests.integration.conftest import (
