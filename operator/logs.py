@@ -86,6 +86,32 @@ class _TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _QuietSuccesses(logging.Filter):
+    """kopf logs every handler's success at INFO. For the bookkeeping handlers that run on
+    every watch event of every object (two lines per event, 10,000 per restart at 10,000
+    resources), that is noise: their successes are shown at DEBUG only. Failures stay."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (
+            record.levelno == logging.INFO
+            and record.msg in self.messages
+            and not logging.getLogger().isEnabledFor(logging.DEBUG)
+        )
+
+
+_QUIET = _QuietSuccesses()
+
+
+def quiet_success(handler_id: str) -> None:
+    """Show kopf's "Handler '<handler_id>' succeeded." at DEBUG only."""
+    _QUIET.messages.add(f"Handler {handler_id!r} succeeded.")
+    logging.getLogger("kopf.objects").addFilter(_QUIET)  # once: addFilter skips a repeat
+
+
 def configure_logging(
     fmt: str = "text", level: str = "INFO", secrets: list[str] | None = None
 ) -> RedactingFilter:

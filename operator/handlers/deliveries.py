@@ -29,6 +29,7 @@ from blooio_operator.handlers.events import KubeEvents
 from blooio_operator.handlers.registry import Registry
 from blooio_operator.handlers.sweep import periodic_sweep
 from blooio_operator.handlers.webhooks import ObjectGuards
+from blooio_operator.logs import quiet_success
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION, WebhookStatus
 from blooio_operator.reconcile import replay, replay_plan
@@ -232,6 +233,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             or (rotated and rotated != deliveries.get("secretChangeAt"))
             or uid in previous
         )
+
+    quiet_success("deliveries")  # runs on most watch events: its successes at DEBUG only
 
     @kopf.on.event(*RESOURCE, registry=registry, id="deliveries", when=may_concern_replays)
     async def deliveries_event(body: kopf.Body, type: str | None, memo: Any, **_: Any) -> None:

@@ -26,6 +26,7 @@ from blooio_operator.handlers.registry import Registry
 from blooio_operator.handlers.sweep import SweepRetries, periodic_sweep
 from blooio_operator.kube import KubeClient, KubeError, KubeForbidden
 from blooio_operator.kube.client import COMPONENT, load_api_client
+from blooio_operator.logs import quiet_success
 from blooio_operator.metrics import Metrics
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION
@@ -167,6 +168,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         if deps is not None:
             await deps.clients.aclose()
             deps.kube.close()
+
+    quiet_success("registry")  # runs on every watch event: its successes at DEBUG only
 
     @kopf.on.event(*RESOURCE, registry=registry, id="registry")
     async def observe(body: kopf.Body, type: str | None, **_: Any) -> None:

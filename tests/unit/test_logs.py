@@ -258,6 +258,34 @@ def test_kopf_per_object_text_lines_name_their_object(
     assert lines[2].endswith("blooio_operator: no object"), lines
 
 
+def test_bookkeeping_handler_successes_only_at_debug(
+    root_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import kopf
+
+    from blooio_operator.logs import _QUIET, quiet_success
+
+    objects = logging.getLogger("kopf.objects")
+    extra = {"settings": kopf.OperatorSettings(), "k8s_skip": False, "k8s_ref": {"name": "x"}}
+    try:
+        quiet_success("registry")
+        configure_logging("text", "INFO")
+        objects.info("Handler 'registry' succeeded.", extra=extra)
+        objects.info("Handler 'reconcile' succeeded.", extra=extra)
+        objects.error("Handler 'registry' failed permanently: boom", extra=extra)
+        lines = _lines(capsys)
+        assert [line.split("] ", 1)[1] for line in lines] == [
+            "Handler 'reconcile' succeeded.",
+            "Handler 'registry' failed permanently: boom",
+        ], lines
+        configure_logging("text", "DEBUG")
+        objects.info("Handler 'registry' succeeded.", extra=extra)
+        assert _lines(capsys)[0].endswith("Handler 'registry' succeeded.")
+    finally:
+        objects.removeFilter(_QUIET)
+        _QUIET.messages.clear()
+
+
 def test_reconfiguring_replaces_the_handler(
     root_logging: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
