@@ -87,7 +87,7 @@ def project_root() -> Path:
     return find_source_dir().parents[1]
 
 
-def _sigterm_is_ctrl_c() -> None:
+def sigterm_is_ctrl_c() -> None:
     """Make SIGTERM (``timeout``, supervisors, IDE stop buttons) unwind like Ctrl-C.
 
     Python's default SIGTERM action ends the process at once, skipping every ``finally``,
@@ -111,7 +111,7 @@ def _wait_for_stop() -> None:
 
 
 def run_controlplane(args: argparse.Namespace) -> int:
-    _sigterm_is_ctrl_c()
+    sigterm_is_ctrl_c()
     binary = ensure_binary()
     if args.build_only:
         print(binary)
@@ -129,7 +129,7 @@ def run_controlplane(args: argparse.Namespace) -> int:
 
 
 def run_dev(args: argparse.Namespace) -> int:
-    _sigterm_is_ctrl_c()
+    sigterm_is_ctrl_c()
     try:
         return _run_dev(args)
     except KeyboardInterrupt:

@@ -39,6 +39,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from blooio_operator.devenv.dev import sigterm_is_ctrl_c
 from tests.chaos.invariants import converged_state, remote_for
 from tests.helpers import FAST_OPERATOR_ENV, wait_for
 from tests.integration.conftest import OperatorProcess, Simulator
@@ -500,6 +501,7 @@ def local_world(
 
 
 def main(argv: list[str] | None = None) -> int:
+    sigterm_is_ctrl_c()  # SIGTERM stops the world it started, as Ctrl-C does
     parser = argparse.ArgumentParser(prog="python -m tests.chaos.run", description=__doc__)
     parser.add_argument("--iterations", type=int, default=100, help="runs to do (default 100)")
     parser.add_argument("--seed", type=int, default=None, help="scenario seed (default: random)")

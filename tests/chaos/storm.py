@@ -54,6 +54,7 @@ from typing import Any
 
 from kubernetes import client as k8s
 
+from blooio_operator.devenv.dev import sigterm_is_ctrl_c
 from tests.chaos.invariants import (
     FLEET_KINDS,
     ROTATE_ANNOTATION,
@@ -276,6 +277,8 @@ class Storm:
         self.created = 0
         self.creators_left = config.create_threads
         self.done = threading.Event()  # the storm's work is over: stop kills and bursts
+        # Ctrl-C or SIGTERM: every thread stops at its next step, before the world goes.
+        self.aborted = threading.Event()
         self.rotations = 0
 
     # --- the storm --------------------------------------------------------------------------
@@ -296,21 +299,28 @@ class Storm:
         ]
         disruptor = threading.Thread(target=self.disruptor, name="kills")
         weather = threading.Thread(target=self.fault_bursts, name="bursts")
-        for thread in [*threads, disruptor, weather]:
-            thread.start()
         progress = threading.Thread(target=self.progress, args=(started,), name="progress")
-        progress.start()
-        for thread in threads:
-            thread.join()
-        disruptor.join()  # every kill is done (they go on after creation if it was quick)
-        if not self.world.operator.alive():
-            self.world.operator.start()
-        self.report.storm_seconds = time.monotonic() - started
-        if self.config.faults:
-            self.fault_tail()
-        self.done.set()
-        weather.join()
-        progress.join()
+        everyone = [*threads, disruptor, weather, progress]
+        for thread in everyone:
+            thread.start()
+        try:
+            for thread in threads:
+                thread.join()
+            disruptor.join()  # every kill is done (they go on after creation if it was quick)
+            if not self.world.operator.alive():
+                self.world.operator.start()
+            self.report.storm_seconds = time.monotonic() - started
+            if self.config.faults:
+                self.fault_tail()
+        except BaseException:  # KeyboardInterrupt (Ctrl-C, SIGTERM): no thread may outlive
+            self.aborted.set()  # the world, or restart an operator or apiserver after it
+            raise
+        finally:
+            self.done.set()
+            for thread in everyone:
+                while thread.is_alive():
+                    with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C or SIGTERM
+                        thread.join()
         if self.config.faults:
             faults = sim.admin.faults()
             sim.admin.clear_faults()
@@ -353,6 +363,8 @@ class Storm:
         gap = self.config.create_seconds / max(1, len(mine))
         rng = random.Random(self.seed * 1000 + index)
         for resource in mine:
+            if self.aborted.is_set():
+                return
             spec: dict[str, Any] = {"url": resource.url}
             if rng.random() < 0.8:
                 spec["eventTypes"] = sorted(rng.sample(EVENT_TYPES, rng.randint(1, 3)))
@@ -369,7 +381,8 @@ class Storm:
             with self.lock:
                 resource.created = True
                 self.created += 1
-            time.sleep(rng.uniform(0.5, 1.5) * gap)  # pacing: creation spread over time
+            if self.aborted.wait(rng.uniform(0.5, 1.5) * gap):  # pacing: creation spread over time
+                return
 
     def create_one(self, resource: Resource, spec: dict[str, Any]) -> None:
         hooks = self.hooks[resource.ns]
@@ -378,13 +391,14 @@ class Storm:
 
     def operator_of_changes(self, plan: list[tuple[float, str]]) -> None:
         """Take the next planned change; run it once enough of the fleet exists."""
-        while True:
+        while not self.aborted.is_set():
             with self.lock:
                 if not plan:
                     return
                 share, kind = plan.pop(0)
             while self.created < share * self.config.resources and self.creators_left:
-                time.sleep(0.2)  # pacing: a change waits for its share of the fleet
+                if self.aborted.wait(0.2):  # pacing: a change waits for its share of the fleet
+                    return
             self.change(kind)
             time.sleep(self.rng.uniform(0.0, 0.3))
 
@@ -510,7 +524,8 @@ class Storm:
     def disruptor(self) -> None:
         """SIGKILL the operator every 2-6 s and start it again; restart the apiserver once."""
         while self.created < 0.05 * self.config.resources:
-            time.sleep(0.2)  # pacing: the first kill hits a fleet being created
+            if self.aborted.wait(0.2):  # pacing: the first kill hits a fleet being created
+                return
         rng = random.Random(self.seed + 1)
         restart_at = {
             (i + 1) * self.config.kills // (self.config.apiserver_restarts + 1)
@@ -518,7 +533,8 @@ class Storm:
         }
         operator = self.world.operator
         for kill in range(1, self.config.kills + 1):
-            time.sleep(rng.uniform(*self.config.kill_gap))  # the disruption's own rhythm
+            if self.aborted.wait(rng.uniform(*self.config.kill_gap)):  # the disruption's rhythm
+                return
             operator.kill()
             operator.start()
             self.report.kills = kill
@@ -715,6 +731,7 @@ def stamp() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    sigterm_is_ctrl_c()  # SIGTERM stops the world it started, as Ctrl-C does
     parser = argparse.ArgumentParser(prog="python -m tests.chaos.storm", description=__doc__)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--seed", type=int, default=None, help="default: random")
@@ -762,13 +779,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{env['BLOOIO_SECRET_CHECK_INTERVAL_SECONDS']}s, logs in {work}",
             flush=True,
         )
-        with local_world(work, namespaces=namespaces, env=env) as world:
-            storm = Storm(
-                world, config, seed, log=lambda line: print(line, flush=True), dump_dir=work
-            )
-            storm.report.commit = git_commit()
-            storm.report.operator_env = env
-            report = storm.run()
+        try:
+            with local_world(work, namespaces=namespaces, env=env) as world:
+                storm = Storm(
+                    world, config, seed, log=lambda line: print(line, flush=True), dump_dir=work
+                )
+                storm.report.commit = git_commit()
+                storm.report.operator_env = env
+                report = storm.run()
+        except KeyboardInterrupt:
+            print("storm: interrupted; everything it started is stopped", flush=True)
+            return 130
         print(report.render(), flush=True)
         if args.report is not None:
             args.report.parent.mkdir(parents=True, exist_ok=True)
