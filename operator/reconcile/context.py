@@ -7,7 +7,9 @@ patches only the fields that changed (nothing at all when nothing did).
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Container, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,7 +21,12 @@ from blooio_operator.blooio import BlooioClient, ClientPool
 from blooio_operator.kube import KubeClient, OwnerRef
 from blooio_operator.kube.client import SecretView
 from blooio_operator.metrics import Metrics
-from blooio_operator.models.resource import WebhookSpec, WebhookStatus
+from blooio_operator.models.resource import (
+    Dropped,
+    WebhookSpec,
+    WebhookStatus,
+    rfc3339_seconds,
+)
 from blooio_operator.reconcile import credentials
 from blooio_operator.reconcile.crash import CrashPoints
 from blooio_operator.reconcile.credentials import key_id
@@ -40,15 +47,46 @@ def now_iso() -> str:
 
 
 def parse_iso(value: str | None) -> float | None:
-    if not value:
-        return None
-    return datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    """Seconds since the epoch of any RFC 3339 time (fraction, offset, lowercase ``t``/``z``);
+    None for anything else, including a time out of range. Never raises: status values
+    may have been written by anyone. Times the operator writes stay ``now_iso()``'s form.
+    """
+    return rfc3339_seconds(value)
 
 
 def ms_to_iso(ms: int | None) -> str | None:
     if ms is None:
         return None
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):
+        return None  # not a time Blooio could have meant
+
+
+log = logging.getLogger("blooio_operator.reconcile")
+_REPORTED: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+_REPORTED_MAX = 4096  # (resource, field, value) triples remembered; oldest forgotten first
+
+
+def report_dropped(namespace: str, name: str, uid: str, dropped: list[Dropped]) -> None:
+    """One WARNING line per resource, status field and value the operator cannot use
+    (not one per event: the value stays in status until something rewrites it)."""
+    for item in dropped:
+        key = (uid, item.path, item.value)
+        if key in _REPORTED:
+            _REPORTED.move_to_end(key)
+            continue
+        _REPORTED[key] = None
+        if len(_REPORTED) > _REPORTED_MAX:
+            _REPORTED.popitem(last=False)
+        log.warning(
+            "%s/%s: status%s %s is ignored (%s)",
+            namespace,
+            name,
+            f".{item.path}" if item.path else "",
+            item.value,
+            item.why,
+        )
 
 
 def merge_diff(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
@@ -141,7 +179,14 @@ class WebhookContext:
         self.annotations = dict(meta.get("annotations") or {})
         self.deleting = bool(meta.get("deletionTimestamp"))
         self.spec = WebhookSpec.model_validate(body.get("spec") or {})
-        self.status = WebhookStatus.model_validate(body.get("status") or {})
+        # Whatever in status cannot be used is dropped (and reported once), never raised:
+        # status is written by restores and tenants too, and one bad value must not wedge
+        # the object.
+        dropped: list[Dropped] = []
+        self.status = WebhookStatus.model_validate(
+            body.get("status") or {}, context={"now": self.deps.clock(), "dropped": dropped}
+        )
+        report_dropped(self.namespace, self.name, self.uid, dropped)
         self._saved = self._status_fields()
 
     async def reread(self) -> bool:
