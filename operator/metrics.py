@@ -85,12 +85,33 @@ class Metrics:
             ["trigger", "result"],
             registry=self.registry,
         )
+        self.blooio_up = Gauge(
+            "blooio_operator_blooio_up",
+            "1 when Blooio's latest answer was an HTTP answer below 500; 0 after a 5xx, "
+            "a timeout or a connection error (Blooio is not answering).",
+            registry=self.registry,
+        )
+        self.blooio_answered = Gauge(
+            "blooio_operator_blooio_last_answer_timestamp_seconds",
+            "When Blooio last gave an HTTP answer below 500.",
+            registry=self.registry,
+        )
+        self.rejected_keys = Gauge(
+            "blooio_operator_credentials_rejected_keys",
+            "API keys whose latest list of webhooks Blooio rejected (401/403).",
+            registry=self.registry,
+        )
         self.resource_conditions: dict[str, str] = {}
         self.registry.register(_ConditionCollector(self))
 
     def observe_request(self, endpoint: str, status: str, seconds: float) -> None:
         self.requests.labels(endpoint, status).inc()
         self.latency.labels(endpoint).observe(seconds)
+        if status.isdigit() and int(status) < 500:
+            self.blooio_up.set(1)
+            self.blooio_answered.set_to_current_time()
+        else:
+            self.blooio_up.set(0)
 
     def observe_deliveries(
         self, namespace: str, name: str, counts: dict[str, int], last_delivered: float | None

@@ -14,6 +14,7 @@ claims are complete before the first handler runs, whatever the order of events.
 from __future__ import annotations
 
 import copy
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 class Registry:
     def __init__(self) -> None:
         self._bodies: dict[str, dict[str, Any]] = {}
+        self._observed: dict[str, float] = {}  # uid -> monotonic time of its last event
         self._held: dict[str, str] = {}  # uid -> webhook id
         self._holders: defaultdict[str, set[str]] = defaultdict(set)  # webhook id -> uids
 
@@ -37,6 +39,7 @@ class Registry:
         """A watch event's body (ADDED / MODIFIED, or the initial listing)."""
         uid = body["metadata"]["uid"]
         self._bodies[uid] = slim_body(body)
+        self._observed[uid] = time.monotonic()
         webhook_id = (body.get("status") or {}).get("webhookId")
         if webhook_id:
             self._hold(uid, str(webhook_id))
@@ -46,9 +49,19 @@ class Registry:
     def forget(self, uid: str) -> None:
         """The object is gone (DELETED event, or a re-read found nothing)."""
         self._bodies.pop(uid, None)
+        self._observed.pop(uid, None)
         self._release(uid)
 
     # --- reading ---------------------------------------------------------------------------
+
+    def unconfirmed(self, since: float) -> set[str]:
+        """uids that no event has shown since ``since`` (monotonic): what a re-list that
+        started then did not hold, and claims seeded at start-up that no event confirmed."""
+        seeded_only = set(self._held) - set(self._bodies)
+        return seeded_only | {uid for uid, at in self._observed.items() if at < since}
+
+    def observed_since(self, uid: str, since: float) -> bool:
+        return self._observed.get(uid, float("-inf")) >= since
 
     def body(self, uid: str) -> dict[str, Any] | None:
         return self._bodies.get(uid)

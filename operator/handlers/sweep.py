@@ -9,13 +9,15 @@ from typing import Any
 
 
 class SweepRetries:
-    """Checks that failed while acting, due again after their retry delay (one per uid).
+    """Checks that failed, due again after their retry delay (one per uid).
 
-    A check of the regular pass that finds a retry due takes it over (and cancels it).
+    The regular pass never pre-empts a retry: a uid whose retry is scheduled or running
+    is skipped by it (``in``), so the retry keeps its attempt count and its delay.
     """
 
     def __init__(self) -> None:
         self._due: dict[str, asyncio.TimerHandle] = {}
+        self._active: set[str] = set()
         self._running: set[asyncio.Task[None]] = set()
 
     def schedule(
@@ -25,19 +27,25 @@ class SweepRetries:
         loop = asyncio.get_running_loop()
 
         def fire() -> None:
+            self._due.pop(uid, None)
+            self._active.add(uid)
             task = loop.create_task(check(uid))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
+            task.add_done_callback(lambda _: self._active.discard(uid))
 
         self._due[uid] = loop.call_later(delay, fire)
 
     def discard(self, uid: str) -> bool:
-        """Forget ``uid``'s retry; True when there was one (fired or not)."""
+        """Forget ``uid``'s scheduled retry; True when there was one."""
         handle = self._due.pop(uid, None)
         if handle is None:
             return False
         handle.cancel()
         return True
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._due or uid in self._active
 
     def __len__(self) -> int:
         return len(self._due)

@@ -20,9 +20,11 @@ from typing import Any, cast
 import kopf
 
 from blooio_operator.blooio import ClientPool, RetryPolicy
+from blooio_operator.handlers import retry_logs
 from blooio_operator.handlers.diffbase import StatusDiffBase
 from blooio_operator.handlers.events import KopfEvents, KubeEvents
 from blooio_operator.handlers.registry import Registry
+from blooio_operator.handlers.relist import RelistAudit
 from blooio_operator.handlers.sweep import SweepRetries, periodic_sweep
 from blooio_operator.kube import KubeClient, KubeError, KubeForbidden
 from blooio_operator.kube.client import COMPONENT, load_api_client
@@ -30,13 +32,14 @@ from blooio_operator.logs import quiet_success
 from blooio_operator.metrics import Metrics
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION
-from blooio_operator.reconcile import deletion, lifecycle, periodic
+from blooio_operator.reconcile import deletion, episodes, lifecycle, periodic
 from blooio_operator.reconcile.context import Deps, EventSink, WebhookContext
 from blooio_operator.reconcile.crash import CrashPoints
 from blooio_operator.reconcile.errors import (
     CredentialsFailure,
     PermanentFailure,
     ReconcileError,
+    transient_delay,
 )
 from blooio_operator.reconcile.snapshots import SnapshotCache
 from blooio_operator.settings import Settings
@@ -80,6 +83,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     guards = ObjectGuards()
     locks, written_at = guards.locks, guards.written_at
     known = Registry()  # every resource's slim body and the webhook id it holds
+    retries = SweepRetries()  # the periodic checks' own retries
+    quiet = retry_logs.install()
 
     @kopf.on.login(registry=registry, id="login")
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -125,6 +130,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             # deliberately cannot list namespaces or watch CRDs.
             settings.scanning.disabled = True
         metrics = Metrics()
+        snapshots = SnapshotCache(
+            app.drift_interval_seconds, failure_cap=app.transient_retry_cap_seconds
+        )
         kube = KubeClient(load_api_client(), max_workers=app.kube_threads)
         clients = ClientPool(
             app.api_url,
@@ -140,10 +148,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             settings=app,
             kube=kube,
             clients=clients,
-            snapshots=SnapshotCache(app.drift_interval_seconds),
+            snapshots=snapshots,
             metrics=metrics,
             crash=CrashPoints(app.crash_point),
         )
+        metrics.rejected_keys.set_function(lambda: len(snapshots.rejected))
         if app.metrics_port is not None:
             metrics.serve(app.metrics_port)
 
@@ -158,12 +167,22 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             raise kopf.TemporaryError(f"cannot list BlooioWebhooks yet: {exc}", delay=2) from None
         known.seed_claims(held)
 
+        namespaces: list[str] = memo.get("namespaces") or []
+
+        async def list_live() -> set[str]:
+            return set(await _held_webhook_ids(deps.kube, namespaces, unclaimed=True))
+
+        memo["relist"] = RelistAudit(known, list_live, lambda uid: forget(deps, uid))
+
     @kopf.on.cleanup(registry=registry, id="close")
     async def close(memo: kopf.Memo, **_: Any) -> None:
         sweep: asyncio.Task[None] | None = memo.get("periodic")
         if sweep is not None:
             sweep.cancel()
             await asyncio.gather(sweep, return_exceptions=True)
+        relist: RelistAudit | None = memo.get("relist")
+        if relist is not None:
+            await relist.close()
         deps: Deps | None = memo.get("deps")
         if deps is not None:
             await deps.clients.aclose()
@@ -172,12 +191,15 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     quiet_success("registry")  # runs on every watch event: its successes at DEBUG only
 
     @kopf.on.event(*RESOURCE, registry=registry, id="registry")
-    async def observe(body: kopf.Body, type: str | None, **_: Any) -> None:
+    async def observe(body: kopf.Body, type: str | None, memo: kopf.Memo, **_: Any) -> None:
         # async: a sync handler would be sent to a thread pool on every event.
         if type == "DELETED":
             known.forget(body["metadata"]["uid"])
-        else:
-            known.observe(body)
+            return
+        known.observe(body)
+        relist: RelistAudit | None = memo.get("relist")
+        if type is None and relist is not None:
+            relist.listed()  # kopf is listing: after it, forget what it did not hold
 
     def forget(deps: Deps, uid: str) -> None:
         """Drop what the handlers keep per object, once it is gone."""
@@ -185,6 +207,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         locks.pop(uid, None)
         written_at.pop(uid, None)
         known.forget(uid)
+        retries.discard(uid)
+        deps.backoff.clear(uid)
 
     async def run(
         body: kopf.Body,
@@ -214,10 +238,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 source: dict[str, Any] = fresh if fresh is not None else dict(body)
             else:
                 source = dict(body)
+            sink = _Counted(events or KopfEvents(body))
             ctx = WebhookContext.build(
                 deps,
                 body=source,
-                events=events or KopfEvents(body),
+                events=sink,
                 attempt=retry,
                 claimed_ids=known.claimed_by_others(uid),
                 status_sink=patch.status if patch is not None else None,
@@ -226,17 +251,31 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 deps.metrics.reconciles.labels(trigger, "skipped").inc()
                 _track(deps, uid, ctx)
                 return
+            failing = episodes.failing(ctx.status)  # the failure episode shown, if any
+            where = (ctx.namespace, ctx.name)
             try:
                 await step(ctx)
             except Exception as exc:
                 if ctx.writes:
                     written_at[uid] = time.monotonic()
                 err = await lifecycle.record_failure(ctx, exc, action=trigger)
+                if failing is not None and episodes.failing(ctx.status) == failing:
+                    quiet.ongoing.add(where)  # a retry of an episode already shown
+                else:
+                    quiet.ongoing.discard(where)
                 deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
                 _track(deps, uid, ctx)
                 raise to_kopf(err, deleting=deleting) from None
             if ctx.writes:
                 written_at[uid] = time.monotonic()
+            quiet.ongoing.discard(where)
+            if ctx.status.is_true(reasons.READY):
+                deps.backoff.clear(uid)
+                if failing is not None and not sink.normal_posted:
+                    sink.normal(
+                        reasons.FAILURE_CLEARED,
+                        f"Ready again: the {failing} failure has cleared.",
+                    )
             deps.metrics.reconciles.labels(trigger, "success").inc()
             _track(deps, uid, ctx)
 
@@ -281,26 +320,33 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
 
     @kopf.on.startup(registry=registry, id="start_periodic_checks")
     async def start_periodic_checks(memo: kopf.Memo, **_: Any) -> None:
-        retries = SweepRetries()
         memo["sweep_retries"] = retries
 
         def current() -> list[str]:
             # Resources being deleted are the finalizer's; the check skips them too.
+            # A resource whose retry is scheduled is left to it (never pre-empted).
             return [
                 uid
                 for uid in known.uids()
-                if not (known.body(uid) or {}).get("metadata", {}).get("deletionTimestamp")
+                if uid not in retries
+                and not (known.body(uid) or {}).get("metadata", {}).get("deletionTimestamp")
             ]
 
-        async def check(uid: str) -> None:
+        async def regular(uid: str) -> None:
+            if uid not in retries:
+                await check(uid, retrying=False)
+
+        async def retry(uid: str) -> None:
+            await check(uid, retrying=True)
+
+        async def check(uid: str, *, retrying: bool) -> None:
             # The body as the registry holds it now (moments old), not as the pass began;
             # the check reads it again before it changes anything.
+            deps: Deps = memo["deps"]
             body = known.body(uid)
             if body is None:
-                forget(memo["deps"], uid)  # deleted meanwhile
-                retries.discard(uid)
+                forget(deps, uid)  # deleted meanwhile
                 return
-            retrying = retries.discard(uid)
 
             async def step(ctx: WebhookContext) -> None:
                 await periodic.periodic_check(ctx, retrying=retrying)
@@ -313,28 +359,50 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                     0,
                     "periodic",
                     step,
-                    events=KubeEvents(memo["deps"].kube, body),
+                    events=KubeEvents(deps.kube, body),
                 )
             except kopf.TemporaryError as exc:
                 # Recorded in the conditions (and an Event) by run(); no kopf handler
-                # will retry what the sweep started, so the sweep does, after the delay.
-                retries.schedule(uid, exc.delay or 10.0, check)
+                # will retry what the sweep started, so the sweep does, after the delay
+                # the episode's attempt count gave (reconcile.episodes).
+                retries.schedule(uid, exc.delay or 10.0, retry)
             except kopf.PermanentError:
                 pass  # recorded as Stalled; waits for a change of the spec
-            except Exception as exc:  # the sweep must outlive any one object
-                log.warning(
-                    "periodic check of %s/%s failed: %s",
+            except Exception as exc:  # outside the recorded path (the re-read before it)
+                attempt = deps.backoff.next_attempt(uid) if retrying else 0
+                delay = transient_delay(deps.settings, attempt)
+                log.log(
+                    logging.WARNING if attempt == 0 else logging.DEBUG,
+                    "periodic check of %s/%s failed: %s; retrying in %.0fs",
                     body["metadata"]["namespace"],
                     body["metadata"]["name"],
                     exc,
+                    delay,
                 )
+                if retrying:  # a retry chain is never lost; a regular check has the next pass
+                    retries.schedule(uid, delay, retry)
 
         memo["periodic"] = asyncio.create_task(
             periodic_sweep(
-                current, check, interval=settings.secret_check_interval_seconds, retries=retries
+                current, regular, interval=settings.secret_check_interval_seconds, retries=retries
             ),
             name="periodic-checks",
         )
+
+
+class _Counted:
+    """An EventSink that remembers whether a Normal Event was posted through it."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self._sink = sink
+        self.normal_posted = False
+
+    def normal(self, reason: str, message: str) -> None:
+        self.normal_posted = True
+        self._sink.normal(reason, message)
+
+    def warning(self, reason: str, message: str) -> None:
+        self._sink.warning(reason, message)
 
 
 def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:
@@ -346,14 +414,16 @@ def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:
     deps.metrics.resource_conditions[uid] = "Unknown"
 
 
-async def _held_webhook_ids(kube: KubeClient, namespaces: list[str]) -> dict[str, str]:
+async def _held_webhook_ids(
+    kube: KubeClient, namespaces: list[str], *, unclaimed: bool = False
+) -> dict[str, str]:
     """uid -> webhook id of every BlooioWebhook the operator may see, listed once.
 
     Cluster-wide when allowed (claims are about the whole cluster); the namespaced RBAC
     variant lists each of its namespaces instead.
     """
     try:
-        return await kube.list_webhook_ids()
+        return await kube.list_webhook_ids(unclaimed=unclaimed)
     except KubeForbidden:
         exact = [ns for ns in namespaces if not any(c in ns for c in "*?[!")]
         if not exact:
@@ -361,5 +431,5 @@ async def _held_webhook_ids(kube: KubeClient, namespaces: list[str]) -> dict[str
             return {}
     held: dict[str, str] = {}
     for ns in exact:
-        held.update(await kube.list_webhook_ids(ns))
+        held.update(await kube.list_webhook_ids(ns, unclaimed=unclaimed))
     return held

@@ -391,9 +391,12 @@ class KubeClient:
             body,
         )
 
-    async def list_webhook_ids(self, namespace: str | None = None) -> dict[str, str]:
+    async def list_webhook_ids(
+        self, namespace: str | None = None, *, unclaimed: bool = False
+    ) -> dict[str, str]:
         """uid -> status.webhookId of every BlooioWebhook (of ``namespace``, else of the
-        cluster) that records one; paginated, and only these two fields are kept."""
+        cluster) that records one (``unclaimed``: of every one, "" for none yet);
+        paginated, and only these two fields are kept."""
         kwargs: dict[str, Any] = {"limit": 500}
         found: dict[str, str] = {}
         while True:
@@ -418,8 +421,8 @@ class KubeClient:
                 )
             for item in obj.get("items", []):
                 webhook_id = (item.get("status") or {}).get("webhookId")
-                if webhook_id:
-                    found[item["metadata"]["uid"]] = str(webhook_id)
+                if webhook_id or unclaimed:
+                    found[item["metadata"]["uid"]] = str(webhook_id or "")
             token = (obj.get("metadata") or {}).get("continue")
             if not token:
                 return found

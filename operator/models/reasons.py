@@ -65,6 +65,9 @@ RECOVERED: Final = "Recovered"
 DELIVERIES_REPLAYED: Final = "DeliveriesReplayed"
 DELIVERIES_NOT_REPLAYED: Final = "DeliveriesNotReplayed"
 REPLAY_REQUEST_INVALID: Final = "ReplayRequestInvalid"
+# A failure episode ended (Normal): the resource is Ready again after RemoteError,
+# RateLimited, CredentialsInvalid, ... (unless the success posted an Event of its own).
+FAILURE_CLEARED: Final = "FailureCleared"
 
 EVENT_REASONS: Final = frozenset(
     {
@@ -85,6 +88,7 @@ EVENT_REASONS: Final = frozenset(
         DELIVERIES_REPLAYED,
         DELIVERIES_NOT_REPLAYED,
         REPLAY_REQUEST_INVALID,
+        FAILURE_CLEARED,
         VALIDATION_FAILED,
         BAD_REQUEST,
         CREDENTIALS_MISSING,

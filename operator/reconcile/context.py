@@ -30,6 +30,7 @@ from blooio_operator.models.resource import (
 from blooio_operator.reconcile import credentials
 from blooio_operator.reconcile.crash import CrashPoints
 from blooio_operator.reconcile.credentials import key_id
+from blooio_operator.reconcile.episodes import Backoff
 from blooio_operator.reconcile.snapshots import SnapshotCache
 from blooio_operator.settings import Settings
 
@@ -117,6 +118,7 @@ class Deps:
     metrics: Metrics
     crash: CrashPoints
     clock: Callable[[], float] = time.time  # wall clock; tests let time pass with it
+    backoff: Backoff = field(default_factory=Backoff)  # attempts per resource (episodes)
 
 
 @dataclass

@@ -22,9 +22,8 @@ from blooio_operator.blooio import (
     Webhook,
 )
 from blooio_operator.models import reasons
-from blooio_operator.models.conditions import mark_reconciling
 from blooio_operator.models.resource import Applied, Pending
-from blooio_operator.reconcile import secrets
+from blooio_operator.reconcile import episodes, secrets
 from blooio_operator.reconcile import update as updating
 from blooio_operator.reconcile.context import WebhookContext, ms_to_iso, now_iso, parse_iso
 from blooio_operator.reconcile.errors import PermanentFailure
@@ -84,8 +83,8 @@ async def create(ctx: WebhookContext, client: BlooioClient, *, event_reason: str
     ctx.secret_view_known = True
     st = ctx.status
     st.pending = intent(ctx, "create")
-    st.conditions = mark_reconciling(
-        st.conditions,
+    st.conditions = episodes.mark_progress(
+        st,
         reasons.CREATING,
         "Creating the webhook at Blooio.",
         generation=ctx.generation,

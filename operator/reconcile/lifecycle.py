@@ -15,7 +15,7 @@ import logging
 from blooio_operator.models import reasons
 from blooio_operator.models.conditions import mark_ready, mark_reconciling, mark_stalled
 from blooio_operator.reconcile import create as creating
-from blooio_operator.reconcile import secrets
+from blooio_operator.reconcile import episodes, secrets
 from blooio_operator.reconcile import update as updating
 from blooio_operator.reconcile.adopt import adopt
 from blooio_operator.reconcile.context import WebhookContext, now_iso
@@ -25,12 +25,19 @@ from blooio_operator.reconcile.remote import applied_matches, channel_of, check_
 log = logging.getLogger("blooio_operator.reconcile")
 
 
-def is_settled(ctx: WebhookContext) -> bool:
-    """True when status proves there is nothing to do: zero calls, zero writes."""
+def is_settled(ctx: WebhookContext, *, require_ready: bool = True) -> bool:
+    """True when status proves there is nothing to do: zero calls, zero writes.
+
+    ``require_ready=False``: everything recorded is in line with the spec, whatever the
+    conditions say (a retry of the periodic check, which marks Ready only once its own
+    correction went through).
+    """
     st, spec = ctx.status, ctx.spec
     if st.pending is not None or not st.webhook_id or st.applied is None:
         return False
-    if st.observed_generation != ctx.generation or not st.is_true(reasons.READY):
+    if st.observed_generation != ctx.generation:
+        return False
+    if require_ready and not st.is_true(reasons.READY):
         return False
     if not applied_matches(ctx) or st.remote_status != spec.desired_remote_status:
         return False
@@ -66,8 +73,13 @@ def is_waiting_for_human(ctx: WebhookContext) -> bool:
     )
 
 
-async def reconcile(ctx: WebhookContext) -> None:
-    """Bring Blooio and the Secret in line with the spec, then mark Ready."""
+async def reconcile(ctx: WebhookContext, *, finish: bool = True) -> None:
+    """Bring Blooio and the Secret in line with the spec, then mark Ready.
+
+    ``finish=False``: do the work and save it, but leave the conditions to the caller
+    (the periodic check's retry marks Ready only after its own correction went through,
+    so a failing correction never flips Ready back and forth).
+    """
     if is_settled(ctx):
         return
     client = await ctx.blooio()
@@ -89,6 +101,9 @@ async def reconcile(ctx: WebhookContext) -> None:
         await updating.update_remote(ctx, client)
     await secrets.ensure_rotation(ctx, client)
     await secrets.ensure_secret(ctx, client)
+    if not finish:
+        await ctx.save_status()
+        return
     finish_ready(ctx)
     await ctx.save_status(last=True)
 
@@ -104,26 +119,38 @@ def finish_ready(ctx: WebhookContext) -> None:
 
 
 async def record_failure(ctx: WebhookContext, exc: BaseException, *, action: str) -> Exception:
-    """Turn a failure into conditions + Event, write status; return the classified error."""
+    """Turn a failure into conditions + Event, write status; return the classified error.
+
+    The episode's first failure changes the conditions and posts one Warning; a retry
+    that fails the same way changes nothing (no write, no Event), only the delay grows
+    (``episodes``). A failure of a new generation restates a permanent error.
+    """
+    attempt = max(ctx.attempt, ctx.deps.backoff.next_attempt(ctx.uid))
     err = classify(
         exc if isinstance(exc, Exception) else RuntimeError(str(exc)),
         settings=ctx.settings,
-        attempt=ctx.attempt,
+        attempt=attempt,
         action=action,
     )
     st = ctx.status
+    if episodes.continues(st, err.reason, ctx.generation):
+        return err
+    if err.reason == reasons.SETTLING and episodes.failing(st) is not None:
+        return err  # waiting out an interrupted request is part of the failure shown
+    new_episode = episodes.failing(st) != err.reason
     now = now_iso()
     if isinstance(err, PermanentFailure | CredentialsFailure):
         st.conditions = mark_stalled(
             st.conditions, err.reason, err.message, generation=ctx.generation, now=now
         )
         st.observed_generation = ctx.generation
-        ctx.events.warning(err.reason, err.message)
+        if new_episode or isinstance(err, PermanentFailure):
+            ctx.events.warning(err.reason, err.message)
     else:
         st.conditions = mark_reconciling(
             st.conditions, err.reason, err.message, generation=ctx.generation, now=now
         )
-        if err.reason in (reasons.REMOTE_ERROR, reasons.OUTCOME_UNKNOWN) and ctx.attempt == 0:
+        if err.reason in (reasons.REMOTE_ERROR, reasons.OUTCOME_UNKNOWN) and new_episode:
             ctx.events.warning(reasons.REMOTE_ERROR, err.message)
     try:
         await ctx.save_status()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from blooio_operator.blooio import BlooioClient, NotFound, Webhook
+from blooio_operator.blooio import BlooioClient, Forbidden, NotFound, Unauthorized, Webhook
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import Pending
 from blooio_operator.reconcile import create as creating
@@ -39,45 +39,52 @@ class Findings:
 async def periodic_check(ctx: WebhookContext, *, retrying: bool = False) -> None:
     """Look at a settled resource; act, on a freshly read body, only when something is wrong.
 
-    The look uses the body the caller has (kopf's index, moments old) and costs one Secret
-    GET plus a share of the per-key list. Before anything is changed the resource is read
-    again, and nothing is done if it changed meanwhile (the handler of that change owns
-    it): a check never acts on a spec, status or deletionTimestamp older than itself.
-    A failure to look is logged and left to the next pass (nothing is known to be wrong);
-    a failure while acting propagates, to be recorded in the conditions and retried.
-    ``retrying``: an earlier check failed while acting and left the resource not Ready; no
-    kopf handler retries that (status changes trigger none), so the full reconcile runs
-    first.
+    The look uses the body the caller has (the registry's, moments old) and costs one
+    Secret GET plus a share of the per-key list. Before anything is changed the resource
+    is read again, and nothing is done if it changed meanwhile (the handler of that change
+    owns it): a check never acts on a spec, status or deletionTimestamp older than itself.
+    A failure to look (Blooio cannot list) is left to the next pass: nothing is known to be
+    wrong, so Ready stays as it is, and the per-key list logs it once per key
+    (``snapshots``). A key that Blooio rejects (401/403), and any failure while acting,
+    propagates, to be recorded in the conditions and retried.
+
+    ``retrying``: an earlier check failed and left the resource not Ready; no kopf handler
+    retries that (status changes trigger none), so the full reconcile runs first, and
+    Ready is marked only once the check itself went through (a correction that keeps
+    failing must not flip Ready back and forth).
     """
     if ctx.deleting or lifecycle.is_waiting_for_human(ctx):
         return
     if retrying:
-        if not await ctx.reread() or ctx.deleting:
+        if not await ctx.reread() or ctx.deleting or lifecycle.is_waiting_for_human(ctx):
             return
-        await lifecycle.reconcile(ctx)
+        await lifecycle.reconcile(ctx, finish=False)
     elif not lifecycle.is_settled(ctx):
         return  # a handler is on it (kopf retries what its handlers fail)
     client = await ctx.blooio()
     if await _secret_bad(ctx):
-        if not await _unchanged_after_reread(ctx):
+        if not await _unchanged_after_reread(ctx, retrying=retrying):
             return
         await secrets.ensure_secret(ctx, client)
         await ctx.save_status()
     findings = await _look(ctx, client)
-    if not findings:
-        if findings.list_error is not None:
-            log.warning(
-                "%s/%s: periodic check could not list webhooks: %s",
-                ctx.namespace,
-                ctx.name,
-                findings.list_error,
-            )
+    if not findings and findings.list_error is not None:
+        if retrying:
+            raise findings.list_error  # the correction that failed may still be due
+        log.debug(
+            "%s/%s: could not list webhooks: %s", ctx.namespace, ctx.name, findings.list_error
+        )
         return
-    if await _unchanged_after_reread(ctx):
+    if findings:
+        if not await _unchanged_after_reread(ctx, retrying=retrying):
+            return
         await _correct(ctx, client, findings)
+    if retrying:
+        lifecycle.finish_ready(ctx)
+        await ctx.save_status()
 
 
-async def _unchanged_after_reread(ctx: WebhookContext) -> bool:
+async def _unchanged_after_reread(ctx: WebhookContext, *, retrying: bool = False) -> bool:
     """Read the resource again; False (act on nothing) if it changed in what was judged."""
 
     def identity() -> tuple[object, ...]:
@@ -87,7 +94,7 @@ async def _unchanged_after_reread(ctx: WebhookContext) -> bool:
     seen = identity()
     if not await ctx.reread() or identity() != seen:
         return False  # changed meanwhile: the handler of that change owns it now
-    return lifecycle.is_settled(ctx)
+    return lifecycle.is_settled(ctx, require_ready=not retrying)
 
 
 async def _secret_bad(ctx: WebhookContext) -> bool:
@@ -106,8 +113,8 @@ async def _look(ctx: WebhookContext, client: BlooioClient) -> Findings:
     found = Findings()
     try:
         snapshot = await ctx.deps.snapshots.get(ctx.key_id, client)
-    except CredentialsFailure:
-        raise
+    except (Unauthorized, Forbidden):
+        raise  # the key is rejected: every resource using it shows it (CredentialsInvalid)
     except Exception as exc:  # a missing Secret is restored even while Blooio cannot list
         found.list_error = exc
         return found
@@ -130,7 +137,7 @@ async def _look(ctx: WebhookContext, client: BlooioClient) -> Findings:
     if remote is None:
         try:
             remote = await fetch_or_gone(ctx, client, st.webhook_id)
-        except CredentialsFailure:
+        except (CredentialsFailure, Unauthorized, Forbidden):
             raise
         except Exception as exc:
             found.list_error = exc

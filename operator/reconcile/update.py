@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from blooio_operator.blooio import BlooioClient, NotFound, UpdateWebhookRequest
 from blooio_operator.models import reasons
-from blooio_operator.models.conditions import mark_reconciling
 from blooio_operator.reconcile import create as creating
-from blooio_operator.reconcile import secrets
+from blooio_operator.reconcile import episodes, secrets
 from blooio_operator.reconcile.context import WebhookContext, now_iso
 from blooio_operator.reconcile.remote import confirm_gone
 
@@ -53,8 +52,8 @@ async def replace(ctx: WebhookContext, client: BlooioClient) -> None:
     spec, st = ctx.spec, ctx.status
     old = st.webhook_id
     st.pending = creating.intent(ctx, "replace")
-    st.conditions = mark_reconciling(
-        st.conditions,
+    st.conditions = episodes.mark_progress(
+        st,
         reasons.UPDATING,
         f"Replacing webhook {old} (channel changed).",
         generation=ctx.generation,

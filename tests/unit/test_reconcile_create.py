@@ -310,8 +310,19 @@ async def test_timeouts_and_connection_errors_are_transient(world: World, exc) -
     assert err.reason == reasons.REMOTE_ERROR
     assert 0.0 <= err.delay <= world.settings.transient_retry_cap_seconds
     assert world.condition("Reconciling")["status"] == "True"
-    # Only the first attempt posts a Warning; retries stay quiet.
+    # The episode's first failure posts one Warning (whatever kopf's retry count says:
+    # the status showed no failure yet) ...
+    assert world.events.reasons("Warning") == ["RemoteError"]
+    shown = world.condition("Reconciling")
+    world.reset_counters()
+    # ... and a retry that fails the same way posts nothing and writes nothing.
+    world.blooio.fail_next("create_webhook", exc)
+    await world.run(attempt=3)
     assert world.events.reasons("Warning") == []
+    assert world.condition("Reconciling") == shown
+    assert world.kube.status_patches == [] or all(
+        "conditions" not in p for p in world.kube.status_patches
+    )
 
 
 async def test_first_transient_failure_posts_a_warning(world: World) -> None:
