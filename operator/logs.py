@@ -2,6 +2,11 @@
 
 The code never logs secrets; the filter additionally masks anything that looks like a
 Blooio key or signing secret, and the configured API key itself, in every record.
+
+User values (annotations, spec fields, Blooio's messages) reach log lines, Event and
+condition messages; ``escape_controls`` keeps them on one line, so a newline in
+``blooio.com/adopt-webhook-id`` cannot forge an operator log line. Text logs escape the
+whole message here; JSON logs are escaped by the JSON encoder (``ensure_ascii``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,22 @@ _PATTERNS = [
     re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+"),
 ]
 _TRACEBACKS = logging.Formatter()
+
+# Every C0/C1 control character, DEL, the Unicode line and paragraph separators, and the
+# bidirectional overrides (text that reads differently from what it is).
+_ESCAPES: dict[int, str] = {
+    **{c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))},
+    **{ord(c): e for c, e in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"))},
+    **{c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
+}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with every control character escaped as Python would (``\\n``, ``\\x1b``):
+    one line, whatever a user put into it."""
+    return text.translate(_ESCAPES)
+
+
 # kopf's per-object logger passes these as ``extra``. ``settings`` cannot be serialised:
 # left in, every kopf.objects record is lost to a "--- Logging error ---" traceback.
 _KOPF_EXTRAS = ("settings", "k8s_skip", "k8s_ref")
@@ -74,7 +95,13 @@ class _JsonFormatter(JsonFormatter):
 
 
 class _TextFormatter(logging.Formatter):
-    """One line per record; kopf's per-object records name their object, ``[ns/name]``."""
+    """One line per record; kopf's per-object records name their object, ``[ns/name]``.
+
+    The message is escaped (``escape_controls``); a traceback that follows it is not.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_controls(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         ref = getattr(record, "k8s_ref", None)

@@ -1,5 +1,6 @@
 """Where the handlers' Events go: kopf's batched poster inside kopf's per-object tasks,
-our own client anywhere else (the sweeps)."""
+our own client anywhere else (the sweeps). Both escape control characters in the message
+(it quotes user values), here and nowhere else."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 import kopf
 
 from blooio_operator.kube import KubeClient
+from blooio_operator.logs import escape_controls
 
 log = logging.getLogger("blooio_operator.handlers")
 
@@ -22,10 +24,10 @@ class KopfEvents:
         self._body = body
 
     def normal(self, reason: str, message: str) -> None:
-        kopf.event(self._body, type="Normal", reason=reason, message=message)
+        kopf.event(self._body, type="Normal", reason=reason, message=escape_controls(message))
 
     def warning(self, reason: str, message: str) -> None:
-        kopf.event(self._body, type="Warning", reason=reason, message=message)
+        kopf.event(self._body, type="Warning", reason=reason, message=escape_controls(message))
 
 
 class KubeEvents:
@@ -56,6 +58,7 @@ class KubeEvents:
         self._post("Warning", reason, message)
 
     def _post(self, type_: str, reason: str, message: str) -> None:
+        message = escape_controls(message)
         task = asyncio.get_running_loop().create_task(self._send(type_, reason, message))
         self._posting.add(task)
         task.add_done_callback(self._posting.discard)

@@ -1,9 +1,11 @@
-"""Setting conditions: one helper that keeps lastTransitionTime unless status flipped."""
+"""Setting conditions: one helper that keeps lastTransitionTime unless status flipped,
+and escapes the message (it quotes user values: annotations, urls, Blooio's answers)."""
 
 from __future__ import annotations
 
 from typing import Literal
 
+from blooio_operator.logs import escape_controls
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import Condition
 
@@ -20,7 +22,12 @@ def set_condition(
     generation: int | None,
     now: str,
 ) -> list[Condition]:
-    """Return ``conditions`` with ``type_`` set; ``lastTransitionTime`` moves only on a flip."""
+    """Return ``conditions`` with ``type_`` set; ``lastTransitionTime`` moves only on a flip.
+
+    Control characters in ``message`` are escaped: a condition is shown by ``kubectl``,
+    dashboards and log shippers, and none of them should see a user value's newline.
+    """
+    message = escape_controls(message)
     out: list[Condition] = []
     found = False
     for cond in conditions:
