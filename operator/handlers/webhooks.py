@@ -196,10 +196,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         if type == "DELETED":
             known.forget(body["metadata"]["uid"])
             return
-        known.observe(body)
         relist: RelistAudit | None = memo.get("relist")
         if type is None and relist is not None:
             relist.listed()  # kopf is listing: after it, forget what it did not hold
+        known.observe(body)
 
     def forget(deps: Deps, uid: str) -> None:
         """Drop what the handlers keep per object, once it is gone."""
@@ -209,6 +209,18 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         known.forget(uid)
         retries.discard(uid)
         deps.backoff.clear(uid)
+
+    async def confirm_holders(deps: Deps, webhook_id: str, uid: str) -> None:
+        """Before an adoption is refused for a claim: are its holders still there? (One
+        may have vanished while the watch was away, before the re-list's audit.)"""
+        for holder in known.holders(webhook_id) - {uid}:
+            held = known.body(holder)
+            if held is None:
+                continue  # seeded at start-up, never seen: the audit's list decides
+            meta = held["metadata"]
+            fresh = await deps.kube.read_webhook_resource(meta["namespace"], meta["name"])
+            if fresh is None or fresh.get("metadata", {}).get("uid") != holder:
+                forget(deps, holder)
 
     async def run(
         body: kopf.Body,
@@ -238,6 +250,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 source: dict[str, Any] = fresh if fresh is not None else dict(body)
             else:
                 source = dict(body)
+            adopt_id = (source.get("metadata", {}).get("annotations") or {}).get(
+                reasons.ANNOTATION_ADOPT
+            )
+            if adopt_id and adopt_id in known.claimed_by_others(uid):
+                await confirm_holders(deps, str(adopt_id), uid)
             sink = _Counted(events or KopfEvents(body))
             ctx = WebhookContext.build(
                 deps,
