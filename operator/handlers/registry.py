@@ -14,10 +14,14 @@ claims are complete before the first handler runs, whatever the order of events.
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
+
+from blooio_operator.models import reasons
+from blooio_operator.models.resource import WebhookStatus
 
 
 class Registry:
@@ -111,16 +115,51 @@ class ClaimedIds:
         return any(u != self._uid for u in self._registry.holders(webhook_id))
 
 
+# What the sweeps read of a resource's annotations and status; anything else a tenant (or
+# kubectl's last-applied-configuration) put there is not kept.
+_ANNOTATIONS = (
+    reasons.ANNOTATION_ROTATE,
+    reasons.ANNOTATION_ADOPT,
+    reasons.ANNOTATION_SKIP_REMOTE_DELETE,
+    reasons.ANNOTATION_REPLAY_SINCE,
+)
+_STATUS = frozenset(field.alias or name for name, field in WebhookStatus.model_fields.items())
+# Longer values are kept as their digest: still compared equal to the same value (a
+# rotate token and status.rotateToken), never held whole.
+MAX_KEPT_VALUE = 1024
+
+
+def _bounded(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > MAX_KEPT_VALUE:
+        return "sha256:" + hashlib.sha256(value.encode(errors="replace")).hexdigest()
+    return value
+
+
 def slim_body(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What a periodic check needs of a resource: no managedFields, no kopf bookkeeping."""
+    """What a periodic check needs of a resource, bounded whatever tenants write into it.
+
+    No managedFields, no kopf bookkeeping, only the annotations the operator reads, only
+    the status fields it knows, and the spec without the Secret's labels and annotations
+    (which only a write needs, and every write is made on a body read again). Memory per
+    resource is a few KiB, not whatever the object holds (up to 1.5 MiB in etcd).
+    """
     meta = body["metadata"]
-    keep = ("namespace", "name", "uid", "generation", "annotations", "deletionTimestamp")
-    status = {k: v for k, v in (body.get("status") or {}).items() if k != "kopf"}
+    keep = ("namespace", "name", "uid", "generation", "deletionTimestamp")
+    annotations = meta.get("annotations") or {}
+    raw_status = body.get("status")
+    status = raw_status if isinstance(raw_status, Mapping) else {}
+    spec = dict(body.get("spec") or {})
+    secret = spec.get("secret")
+    if isinstance(secret, Mapping):
+        spec["secret"] = {k: v for k, v in secret.items() if k not in ("labels", "annotations")}
     slim = {
         "apiVersion": body["apiVersion"],
         "kind": body["kind"],
-        "metadata": {k: meta[k] for k in keep if k in meta},
-        "spec": dict(body.get("spec") or {}),
-        "status": status,
+        "metadata": {
+            **{k: meta[k] for k in keep if k in meta},
+            "annotations": {k: _bounded(annotations[k]) for k in _ANNOTATIONS if k in annotations},
+        },
+        "spec": spec,
+        "status": {k: _bounded(v) for k, v in status.items() if k in _STATUS},
     }
     return copy.deepcopy(slim)

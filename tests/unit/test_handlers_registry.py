@@ -61,3 +61,47 @@ def test_bodies_are_slim_copies() -> None:
     assert "kopf" not in slim["status"]
     raw["spec"]["url"] = "https://changed"
     assert slim["spec"]["url"] == "https://a.example.com/h"
+
+
+def test_the_registry_keeps_a_bounded_body_whatever_tenants_write() -> None:
+    """Issue 19: the registry kept every annotation (kubectl's last-applied-configuration
+    included), the whole spec and any foreign status field: 520 resources with 500 KiB of
+    annotations each reached the Deployment's memory limit."""
+    import json
+
+    from blooio_operator.handlers.registry import Registry, slim_body
+
+    big = "x" * 500_000
+    body = {
+        "apiVersion": "blooio.com/v1alpha1",
+        "kind": "BlooioWebhook",
+        "metadata": {
+            "namespace": "shop",
+            "name": "orders",
+            "uid": "u1",
+            "generation": 1,
+            "annotations": {
+                "kubectl.kubernetes.io/last-applied-configuration": big,
+                "blooio.com/rotate-secret": big,
+                "blooio.com/adopt-webhook-id": "wh_1",
+            },
+            "managedFields": [{"big": big}],
+        },
+        "spec": {
+            "url": "https://a.example.com/x",
+            "secret": {"name": "s", "annotations": {"a": big}, "labels": {"b": "c"}},
+        },
+        "status": {"webhookId": "wh_1", "rotateToken": big, "junk": big, "kopf": {"x": big}},
+    }
+    slim = slim_body(body)
+    assert len(json.dumps(slim)) < 2_000
+    assert slim["metadata"]["annotations"]["blooio.com/adopt-webhook-id"] == "wh_1"
+    # A long rotate token and the status that acted on it still compare equal.
+    assert (
+        slim["metadata"]["annotations"]["blooio.com/rotate-secret"] == slim["status"]["rotateToken"]
+    )
+    assert slim["spec"]["secret"] == {"name": "s"}
+    assert "junk" not in slim["status"]
+    registry = Registry()
+    registry.observe(body)
+    assert registry.holders("wh_1") == frozenset({"u1"})
