@@ -12,6 +12,10 @@
 Every status write takes the object's lock (``memo["guards"]``, shared with the webhook
 handlers), on a resource read again under it, and records the write
 (``guards.wrote``). Events go through ``KubeEvents``: these tasks are not kopf's.
+
+Failures are logged through one ``FailureLog``: under a long Blooio outage, one line per
+API key and failure class per health interval (counting the rest, which go to DEBUG),
+not one per resource per try.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import kopf
 
-from blooio_operator.blooio import BlooioError
+from blooio_operator.blooio import ApiStatusError, BlooioError
 from blooio_operator.handlers.events import KubeEvents
 from blooio_operator.handlers.registry import Registry
 from blooio_operator.handlers.sweep import periodic_sweep
@@ -43,6 +47,66 @@ RESOURCE = (GROUP, VERSION, PLURAL)
 REPLAY_CONCURRENCY = 8
 FAILURE_RETRY_BASE_SECONDS = 10.0
 FAILURE_RETRY_CAP_SECONDS = 300.0
+FAILURE_LOG_INTERVAL_SECONDS = 600.0  # when the health sweep is off
+
+
+def failure_class(exc: BaseException) -> str:
+    """What a failure is, coarsely: the same class from many resources is one story."""
+    name = type(exc).__name__
+    if isinstance(exc, ApiStatusError):
+        return f"{name} {exc.status}"
+    if isinstance(exc, ReconcileError):
+        return f"{name} {exc.reason}"
+    return name
+
+
+class FailureLog:
+    """At most one line per (scope, failure class) per ``interval``; the rest at DEBUG.
+
+    ``scope`` is an API key's fingerprint (or another shared cause, or "operator"), so a
+    Blooio outage seen by 10,000 resources is one line per key per interval, and the
+    next line says how many were held back. A new class, or a new scope, is shown at
+    once: failures that matter stay visible.
+    """
+
+    _MAX_ENTRIES = 4096  # scopes x classes; forgotten oldest first beyond this
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger = logger
+        self.interval = interval
+        self.clock = clock
+        self._shown: dict[tuple[str, str], tuple[float, int]] = {}  # -> (shown at, held)
+
+    def failed(
+        self,
+        scope: str,
+        exc: BaseException,
+        msg: str,
+        *args: object,
+        level: int = logging.WARNING,
+    ) -> None:
+        key = (scope, failure_class(exc))
+        now = self.clock()
+        entry = self._shown.get(key)
+        if entry is not None and now - entry[0] < self.interval:
+            self._shown[key] = (entry[0], entry[1] + 1)
+            self.logger.debug(msg, *args)
+            return
+        held = entry[1] if entry is not None else 0
+        self._shown.pop(key, None)
+        self._shown[key] = (now, 0)
+        if len(self._shown) > self._MAX_ENTRIES:
+            del self._shown[next(iter(self._shown))]
+        if held:
+            msg += " (%d more like it in the last %.0fs, at DEBUG)"
+            args = (*args, held, self.interval)
+        self.logger.log(level, msg, *args)
 
 
 class DueTimers:
@@ -50,7 +114,9 @@ class DueTimers:
 
     A step returns when the next one is due. While a step runs, new due times are held
     and the earliest is applied when it ends, so one resource never runs two steps at
-    once. A step that raises is retried with capped exponential backoff.
+    once. A step that raises is retried with capped exponential backoff, which no new
+    due time (a watch event) shortens; ``deadline(uid)`` (the episode's give-up) bounds
+    a retry, so a failing episode still ends on time.
     """
 
     def __init__(
@@ -59,14 +125,19 @@ class DueTimers:
         *,
         concurrency: int = REPLAY_CONCURRENCY,
         failure_delay: Callable[[Exception, int], float] | None = None,
+        deadline: Callable[[str], float | None] | None = None,
+        failures: FailureLog | None = None,
     ) -> None:
         self._step = step
         self._timers: dict[str, tuple[float, asyncio.TimerHandle]] = {}
         self._running: dict[str, float | None] = {}
         self._failures: dict[str, int] = {}
+        self._retry_at: dict[str, float] = {}  # uid -> the backoff of a failing step
         self._tasks: set[asyncio.Task[None]] = set()
         self._gate = asyncio.Semaphore(concurrency)
         self._failure_delay = failure_delay or _default_failure_delay
+        self._deadline = deadline
+        self._log = failures or FailureLog(log, interval=FAILURE_LOG_INTERVAL_SECONDS)
         self._closed = False
 
     def due(self, uid: str) -> float | None:
@@ -88,6 +159,9 @@ class DueTimers:
                 entry[1].cancel()
                 del self._timers[uid]
             return
+        retry_at = self._retry_at.get(uid)
+        if retry_at is not None:
+            when = max(when, retry_at)  # a failing step's backoff holds
         if entry is not None:
             if abs(entry[0] - when) < 0.001:
                 return
@@ -99,6 +173,7 @@ class DueTimers:
     def forget(self, uid: str) -> None:
         self.set(uid, None)
         self._failures.pop(uid, None)
+        self._retry_at.pop(uid, None)
 
     def _fire(self, uid: str) -> None:
         self._timers.pop(uid, None)
@@ -113,14 +188,27 @@ class DueTimers:
             async with self._gate:
                 due = await self._step(uid)
             self._failures.pop(uid, None)
+            self._retry_at.pop(uid, None)
         except asyncio.CancelledError:
             self._running.pop(uid, None)
             raise
         except Exception as exc:
             count = self._failures.get(uid, 0) + 1
             self._failures[uid] = count
-            due = time.time() + self._failure_delay(exc, count)
-            log.warning("replay step for %s failed (%s); retrying", uid, exc)
+            now = time.time()
+            due = now + self._failure_delay(exc, count)
+            limit = self._deadline(uid) if self._deadline is not None else None
+            if limit is not None and now < limit:
+                due = min(due, limit)
+            self._retry_at[uid] = due
+            self._log.failed(
+                "replay",
+                exc,
+                "replay step for %s failed (%s); retrying in %.0fs",
+                uid,
+                exc,
+                due - now,
+            )
         held = self._running.pop(uid, None)
         if held is not None:
             due = held if due is None else min(due, held)
@@ -144,7 +232,22 @@ def _default_failure_delay(exc: Exception, count: int) -> float:
     return max(float(delay), backoff)
 
 
-async def check_health(deps: Deps, guards: ObjectGuards, body: dict[str, Any]) -> bool:
+def key_scope(ctx: WebhookContext) -> str:
+    """The API key a failure concerns, for ``FailureLog`` (a fingerprint, never the key):
+    once resolved, its id; before that, the Secret named, or the default key."""
+    if ctx.key_id:
+        return f"key {ctx.key_id}"
+    ref = ctx.spec.credentials_ref
+    return f"Secret {ctx.namespace}/{ref.name}" if ref is not None else "the default key"
+
+
+async def check_health(
+    deps: Deps,
+    guards: ObjectGuards,
+    body: dict[str, Any],
+    *,
+    failures: FailureLog | None = None,
+) -> bool:
     """One health check of one resource; True when status was written."""
     settings = deps.settings
     ctx = WebhookContext.build(deps, body=body, events=KubeEvents(deps.kube, body))
@@ -158,7 +261,18 @@ async def check_health(deps: Deps, guards: ObjectGuards, body: dict[str, Any]) -
         )
     except (BlooioError, ReconcileError) as exc:
         # Nothing known; the webhook handlers report Blooio and credential failures.
-        log.info("%s/%s: delivery health check failed: %s", ctx.namespace, ctx.name, exc)
+        # One line per key and failure class per interval (e.g. "for key 3f2a...: HTTP
+        # 503"), naming the resource it was first seen on.
+        scope = key_scope(ctx)
+        (failures or FailureLog(log, interval=FAILURE_LOG_INTERVAL_SECONDS)).failed(
+            scope,
+            exc,
+            "delivery health check of %s/%s failed (%s): %s",
+            ctx.namespace,
+            ctx.name,
+            scope,
+            exc,
+        )
         return False
     last = listing.last_delivered()
     deps.metrics.observe_deliveries(
@@ -195,7 +309,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     refs: dict[str, tuple[str, str, str, str, str]] = {}  # uid -> apiVersion, kind, ns, name, uid
     webhook_ids: dict[str, str | None] = {}  # uid -> webhook id in the last event seen
     previous: dict[str, str] = {}  # uid -> webhook id seen before the current one
+    give_ups: dict[str, float] = {}  # uid -> its episode's give-up (bounds a retry)
     state: dict[str, Any] = {}
+    interval = settings.deliveries_health_interval_seconds
+    failures = FailureLog(log, interval=interval if interval > 0 else FAILURE_LOG_INTERVAL_SECONDS)
 
     def due_for(uid: str, body: kopf.Body) -> float | None:
         status = body.get("status") or {}
@@ -212,6 +329,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             settings,
             now=time.time(),
             previous_webhook_id=previous.get(uid),
+            suspended=bool((body.get("spec") or {}).get("suspend")),
         )
 
     def may_concern_replays(type: str | None, body: kopf.Body, **_: Any) -> bool:
@@ -245,6 +363,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             refs.pop(uid, None)
             webhook_ids.pop(uid, None)
             previous.pop(uid, None)
+            give_ups.pop(uid, None)
             if timers is not None:
                 timers.forget(uid)
             deps: Deps | None = memo.get("deps")
@@ -284,15 +403,20 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 finally:
                     if ctx.writes:
                         guards.wrote(uid)
-                d = ctx.status.deliveries
+                    d = ctx.status.deliveries
+                    episode = d.replay if d is not None else None
+                    give_up = replay_plan.epoch(episode.give_up_at) if episode else None
+                    if give_up is not None:
+                        give_ups[uid] = give_up
+                    else:
+                        give_ups.pop(uid, None)
                 if d is not None and d.webhook_id is not None:
                     previous.pop(uid, None)  # recorded in status now
             return due
 
-        timers = DueTimers(step)
+        timers = DueTimers(step, deadline=give_ups.get, failures=failures)
         state["timers"] = timers
         tasks: list[asyncio.Task[None]] = []
-        interval = settings.deliveries_health_interval_seconds
         if interval > 0 and known is not None:
             body_of = known.body
 
@@ -313,9 +437,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 if body is None:
                     return
                 try:
-                    await check_health(deps, guards, body)
+                    await check_health(deps, guards, body, failures=failures)
                 except Exception as exc:  # the sweep outlives any one resource
-                    log.warning("delivery health check of %s failed: %s", uid, exc)
+                    failures.failed(
+                        "operator", exc, "delivery health check of %s failed: %s", uid, exc
+                    )
 
             tasks.append(
                 asyncio.create_task(

@@ -1,9 +1,11 @@
 """When a replay episode is due, and what a delivery list shows about it.
 
 Pure functions over status and listings (no calls): the times a rotation or a request
-asks for, when the next step of ``replay`` is due, and the ``Evidence`` of a listing
-(deliveries grouped by event, since a replay re-sends the same event). The state
-machine that acts on them is ``reconcile.replay``.
+asks for, from when the webhook's deliveries are this resource's (``held_since``), when
+the next step of ``replay`` is due (``due_at``: held while the resource is suspended,
+never before a replay sent without an answer can no longer commit), and the ``Evidence``
+of a listing (deliveries grouped by event, since a replay re-sends the same event). The
+state machine that acts on them is ``reconcile.replay``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from blooio_operator.models import reasons
 from blooio_operator.models.resource import ReplayEpisode, WebhookStatus
 from blooio_operator.reconcile.context import parse_iso
 from blooio_operator.reconcile.deliveries import Listing, outcome, sort_key
+from blooio_operator.reconcile.remote import settled_at
 from blooio_operator.settings import Settings
 
 # ``secretRotatedAt`` is recorded (to the second) after the rotate call returned and the
@@ -28,6 +31,9 @@ BATCH = 20  # replays per recorded intent
 MAX_PROBE_BACKOFF_SECONDS = 600.0
 REQUEST_WINDOW_SECONDS = 3600.0  # for requests when rotation replays are off
 REJECTED_CODES = (401, 403)
+# A replay request for a time later than now (beyond this allowance for clocks) could
+# match nothing: it is refused like any other unusable value.
+REQUEST_FUTURE_SKEW_SECONDS = 300.0
 
 
 # --- times ---------------------------------------------------------------------------
@@ -43,17 +49,23 @@ def iso_floor(ts: float) -> str:
 
 
 def parse_request(value: str) -> float | None:
-    """An RFC 3339 time from the annotation (``Z`` or an offset; a fraction is allowed)."""
+    """An RFC 3339 time from the annotation (``Z`` or an offset; a fraction is allowed).
+
+    None for anything else, including times that exist only before their offset is
+    applied (``9999-12-31T23:59:59-14:00`` is past year 9999 in UTC): never raises.
+    """
     text = value.strip()
-    if "T" not in text and " " not in text:
+    if len(text) > 64 or ("T" not in text and " " not in text):
         return None
     try:
         parsed = datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
+        if parsed.tzinfo is None:
+            return None
+        ts = parsed.timestamp()
+        iso_floor(ts)  # representable as a status time, both ways
+    except (ValueError, OverflowError, OSError):
         return None
-    if parsed.tzinfo is None:
-        return None
-    return parsed.timestamp()
+    return ts
 
 
 def epoch(value: str | None) -> float | None:
@@ -111,6 +123,92 @@ def requested(status: WebhookStatus, annotations: dict[str, str]) -> str | None:
     return token
 
 
+def request_problem(value: str, *, now: float) -> str | None:
+    """Why a ``replay-failed-since`` value cannot be acted on; None when it can."""
+    since = parse_request(value)
+    if since is None:
+        return (
+            "is not an RFC 3339 time (with a zone, within years 1-9999 in UTC) such as "
+            "2026-01-31T09:00:00Z"
+        )
+    if since > now + REQUEST_FUTURE_SKEW_SECONDS:
+        return "is in the future, so no delivery could match it"
+    return None
+
+
+def held_since(status: WebhookStatus, *, now: float | None = None) -> float | None:
+    """From when the webhook's deliveries are this resource's, as status records it.
+
+    A webhook this resource created (or recovered, or that replaced another): all its
+    deliveries (``createdAt``, Blooio's creation time). An adopted one: deliveries from
+    the adoption on. The adoption rotated the secret and recorded ``secretRotatedAt``; a
+    later rotation overwrites that, but by then the adoption's own replay episode has
+    usually recorded it as dealt with (``deliveries.secretChangeAt`` for this webhook),
+    so the earlier of the two is used: never earlier than the adoption. Nothing recorded:
+    ``now`` (nothing before it is known to be ours), or None when no ``now`` is given.
+    """
+    adopted = bool(status.adopted_webhook_id) and status.adopted_webhook_id == status.webhook_id
+    if not adopted:
+        recorded = epoch(status.created_at) or epoch(status.secret_rotated_at)
+        return recorded if recorded is not None else now
+    d = status.deliveries
+    times = [epoch(status.secret_rotated_at)]
+    if d is not None and d.webhook_id == status.webhook_id:
+        times.append(epoch(d.secret_change_at))
+    known = [t for t in times if t is not None]
+    return min(known) if known else now
+
+
+def deferred(status: WebhookStatus, *, suspend: bool) -> bool:
+    """Replays wait: the resource is suspended, or its webhook is disabled at Blooio
+    (which refuses replays), as the webhook handlers recorded it."""
+    return suspend or status.remote_status == "disabled"
+
+
+def parked(episode: ReplayEpisode) -> bool:
+    """The episode is held while the resource is suspended (``replay.step`` parks it).
+
+    Marked as ``phase: waiting`` with no ``nextAt``: a state the machine never saves
+    otherwise (a waiting episode is saved only with the end of its grace period).
+    """
+    return episode.phase == "waiting" and episode.next_at is None
+
+
+def unsettled_until(episode: ReplayEpisode, settings: Settings) -> float | None:
+    """Until when a replay this episode sent without an answer could still commit at
+    Blooio (``remote.settled_at``); before then the list cannot show that it did not.
+
+    The batch in ``inflight`` (intent recorded), or the probe recorded in ``probeAt``
+    whose answer (``probeReplayId``) never came.
+    """
+    times = []
+    if episode.inflight and episode.inflight_at:
+        times.append(settled_at(settings, episode.inflight_at))
+    if episode.phase == "probing" and episode.probe_at and not episode.probe_replay_id:
+        times.append(settled_at(settings, episode.probe_at))
+    return max(times) if times else None
+
+
+def episode_due(episode: ReplayEpisode, settings: Settings, *, now: float) -> float | None:
+    """When the next step of an episode is due (None: now): its ``nextAt``, never before
+    unanswered replays can no longer commit, and never after the give-up, except that a
+    step due after an ended window stays due (a probe's outcome is still waited for).
+    Once the window has ended while replays are unsettled, at once: ``replay.step`` then
+    gives up without sending anything more."""
+    give_up = epoch(episode.give_up_at)
+    due = epoch(episode.next_at)
+    settle = unsettled_until(episode, settings)
+    if settle is not None:
+        due = max(due or 0.0, settle)
+    if due is None or give_up is None:
+        return due
+    if now < give_up:
+        return min(due, give_up)
+    if settle is not None and now < settle:
+        return now
+    return due
+
+
 def due_at(
     status: WebhookStatus,
     annotations: dict[str, str],
@@ -118,8 +216,13 @@ def due_at(
     *,
     now: float,
     previous_webhook_id: str | None = None,
+    suspended: bool = False,
 ) -> float | None:
-    """When replay work for this resource is next due (epoch seconds); None: none."""
+    """When replay work for this resource is next due (epoch seconds); None: none.
+
+    ``suspended``: ``spec.suspend`` (see ``deferred``). A suspended resource's episode is
+    due at once to be parked, then not at all until the resource is resumed.
+    """
     if not status.webhook_id:
         return None
     d = status.deliveries
@@ -127,9 +230,10 @@ def due_at(
     change = secret_change(status, previous_webhook_id)
     window = settings.replay_window_seconds
     if episode is not None:
-        due = epoch(episode.next_at) or now
-        if episode.inflight and episode.inflight_at:
-            due = max(due, (epoch(episode.inflight_at) or now) + settings.recovery_delay_seconds)
+        if deferred(status, suspend=suspended):
+            return None if parked(episode) else now
+        due = episode_due(episode, settings, now=now)
+        due = now if due is None else due
         newer = change is not None and change > (epoch(episode.changed_at) or 0.0) + 1
         if episode.trigger == "rotation" and newer and change is not None:
             due = min(due, change + settings.replay_grace_seconds)

@@ -37,6 +37,7 @@ RECEIVER = ROOT / "examples" / "receiver" / "receiver.py"
 URL = "https://receiver.shop.example.com/blooio"
 SECRET = "orders-blooio-webhook"
 KUBELET_DELAY = 2.0  # seconds from a Secret change to the file (shorter than the grace)
+RECEIVED = re.compile(r"received \S+ (\S+?)(?=received |\s|$)")
 REPLAY_ENV = {
     "BLOOIO_REPLAY_GRACE_SECONDS": "8",
     "BLOOIO_REPLAY_WINDOW_SECONDS": "60",
@@ -72,8 +73,14 @@ class ReceiverProcess:
             self.lines.append(line.strip())
 
     def received(self) -> Counter[str]:
-        """Event ids the receiver accepted (it prints ``received <type> <id>``)."""
-        return Counter(line.split()[-1] for line in list(self.lines) if line.startswith("received"))
+        """Event ids the receiver accepted (it prints ``received <type> <id>``).
+
+        Its request threads print without a lock, so two lines can interleave
+        (``received a evt_1received b evt_2`` then an empty line): read the records, not
+        the lines.
+        """
+        text = "\n".join(list(self.lines))
+        return Counter(RECEIVED.findall(text))
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -385,3 +392,70 @@ def test_sigkill_in_the_middle_of_replays_replays_nothing_twice(
     wait_for(lambda: receiver.received() == expected, timeout=5, message="receiver's log")
     last = hooks.status("orders")["deliveries"]["lastReplay"]
     assert (last["replayed"], last["accepted"]) == (12, 12)
+
+
+def test_suspend_during_a_replay_defers_it_until_resumed(
+    hooks: Webhooks,
+    simulator: Simulator,
+    start_operator: OperatorFactory,
+    receiver: ReceiverProcess,
+    kubelet: Kubelet,
+    secret_file: Path,
+) -> None:
+    """Suspended for longer than the whole window: the replays wait (nothing is posted,
+    nothing is refused, no give-up) and run once the resource is resumed."""
+    start_operator(
+        **{
+            **REPLAY_ENV,
+            "BLOOIO_REPLAY_GRACE_SECONDS": "2",
+            "BLOOIO_REPLAY_WINDOW_SECONDS": "8",
+            "BLOOIO_DELIVERIES_HEALTH_INTERVAL_SECONDS": "60",
+        }
+    )
+    webhook_id = ready_with_secret_in_file(hooks, secret_file)["webhookId"]
+    kubelet.enabled = False
+    rotate(hooks, "r1")
+    gap = deliver(simulator, webhook_id, receiver.url, 3)
+    assert codes_of(simulator, webhook_id, gap) == [401] * 3
+    hooks.patch("orders", {"spec": {"suspend": True}})
+    wait_for(
+        lambda: hooks.status("orders").get("remoteStatus") == "disabled",
+        timeout=30,
+        message="remoteStatus disabled",
+    )
+    kubelet.enabled = True  # the receiver has the new secret from now on
+
+    def parked() -> dict[str, Any] | None:
+        episode: dict[str, Any] | None = (hooks.status("orders").get("deliveries") or {}).get(
+            "replay"
+        )
+        return (
+            episode
+            if episode and episode["phase"] == "waiting" and "nextAt" not in episode
+            else None
+        )
+
+    episode = wait_for(parked, timeout=30, message="the replay episode held while suspended")
+    give_up = parse_rfc3339(episode["giveUpAt"])
+    # Suspended past the episode's whole window (the scenario's duration, not a wait).
+    time.sleep(max(0.0, give_up - time.time()) + 3)
+    assert replays_of(simulator, webhook_id) == {}
+    assert "DeliveriesNotReplayed" not in hooks.event_reasons("orders")
+    assert "DeliveriesReplayed" not in hooks.event_reasons("orders")
+    assert parked() is not None
+    hooks.patch("orders", {"spec": {"suspend": False}})
+    event = hooks.wait_event("orders", "DeliveriesReplayed", timeout=60)
+    assert "3 accepted" in event.message
+    assert replays_of(simulator, webhook_id) == {e: [204] for e in gap}
+    wait_for(
+        lambda: receiver.received() == Counter(dict.fromkeys(gap, 1)),
+        timeout=5,
+        message="receiver's log",
+    )
+    assert "DeliveriesNotReplayed" not in hooks.event_reasons("orders")
+
+
+def parse_rfc3339(value: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

@@ -132,6 +132,9 @@ def settings(**overrides: Any) -> Any:
         "replay_window_seconds": 30.0,
         "replay_probe_delay_seconds": 0.05,
         "recovery_delay_seconds": 0.0,
+        # A replay without an answer is decided once it can no longer commit: the start,
+        # two client timeouts and the recovery delay (2 s here).
+        "http_timeout_seconds": 0.5,
     }
     values.update(overrides)
     return make_settings(KEY, **values)
