@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, cast
 
 import kopf
+
+log = logging.getLogger("blooio_operator.handlers")
+_REPORTED: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+_REPORTED_MAX = 4096  # (resource, where, value digest) remembered; oldest forgotten first
 
 
 class StatusDiffBase(kopf.MultiDiffBaseStorage):
@@ -48,7 +55,29 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
         return essence
 
     def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
-        essence = super().fetch(body=body)
+        """The stored essence, from the status or else the legacy annotation.
+
+        Either may hold anything (a tenant, a restore, a hand edit): one that is not a
+        JSON object is ignored with one warning per resource and value, as if absent, so
+        the resource is handled (kopf stopped handling it: its fetch raised on every
+        event). With neither, kopf handles the resource as new; the handlers are
+        level-triggered, so that is a reconcile, and the next store fixes the status.
+        """
+        essence: kopf.BodyEssence | None = None
+        for storage, where in (
+            (self._status, "status.kopf.last-handled-configuration"),
+            (self._legacy, "annotation operator.blooio.com/last-handled-configuration"),
+        ):
+            try:
+                found: object = storage.fetch(body=body)
+            except (ValueError, TypeError) as exc:  # not JSON (ValueError), not a string
+                found = exc
+            if found is None:
+                continue
+            if _is_essence(found):
+                essence = cast(kopf.BodyEssence, found)
+                break
+            _report_invalid(body, where, storage)
         if essence is not None and "generation" not in (essence.get("metadata") or {}):
             # Stored by an earlier version, without it: as handled at this generation
             # (an upgrade must not look like a change of every resource).
@@ -58,3 +87,34 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
 
     def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
         self._status.store(body=body, patch=patch, essence=essence)
+
+
+def _is_essence(value: object) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("metadata", {}), dict)
+
+
+def _report_invalid(body: kopf.Body, where: str, storage: kopf.DiffBaseStorage) -> None:
+    meta = body.get("metadata", {})
+    if isinstance(storage, kopf.AnnotationsDiffBaseStorage):
+        annotations = meta.get("annotations") or {}
+        keys = storage.make_keys(storage.key, body=body)
+        raw: object = next((annotations[k] for k in keys if k in annotations), None)
+    else:
+        raw = (body.get("status") or {}).get("kopf", {})
+        raw = raw.get("last-handled-configuration") if isinstance(raw, dict) else raw
+    digest = hashlib.sha256(repr(raw).encode()).hexdigest()[:16]
+    key = (str(meta.get("uid")), where, digest)
+    if key in _REPORTED:
+        _REPORTED.move_to_end(key)
+        return
+    _REPORTED[key] = None
+    if len(_REPORTED) > _REPORTED_MAX:
+        _REPORTED.popitem(last=False)
+    shown = repr(raw)
+    log.warning(
+        "%s/%s: %s is unreadable (%s); ignored, the resource is handled as if it had none",
+        meta.get("namespace"),
+        meta.get("name"),
+        where,
+        shown if len(shown) <= 80 else shown[:77] + "...",
+    )
