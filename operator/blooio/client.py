@@ -418,7 +418,10 @@ class BlooioClient:
                 attempt, base=policy.base, cap=policy.cap, retry_after=retry_after
             )
             attempt += 1
-            logger.info(
+            # DEBUG: under a lasting outage this would be lines per resource per try; the
+            # outcome is logged once per episode (reconcile.episodes) and once per key
+            # per failed list (reconcile.snapshots).
+            logger.debug(
                 "blooio %s %s failed (%s); retry %d of %d in %.2fs",
                 method,
                 path,
