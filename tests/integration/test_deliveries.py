@@ -459,3 +459,54 @@ def parse_rfc3339(value: str) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def test_request_after_adoption_never_resends_the_previous_owners_deliveries(
+    hooks: Webhooks,
+    simulator: Simulator,
+    start_operator: OperatorFactory,
+) -> None:
+    """``replay-failed-since`` on an adopted webhook: the previous owner's failed
+    deliveries (made for its url) are not re-sent; this resource's are."""
+    from tests.integration.test_resilience import create_at_blooio
+
+    start_operator(
+        **{
+            **REPLAY_ENV,
+            "BLOOIO_REPLAY_GRACE_SECONDS": "1",
+            "BLOOIO_DELIVERIES_HEALTH_INTERVAL_SECONDS": "60",
+        }
+    )
+    down = FailingReceiver()
+    try:
+        previous = create_at_blooio(simulator, "https://previous.example.com/blooio")
+        theirs = deliver(simulator, previous, down.url, 2)
+        assert codes_of(simulator, previous, theirs) == [500, 500]
+        made = time.time()
+        wait_for(lambda: time.time() >= made + 1.0, timeout=5, message="the next second")
+        hooks.create(
+            "orders",
+            {"url": URL, "eventTypes": ["message.received"]},
+            annotations={"blooio.com/adopt-webhook-id": previous},
+        )
+        assert hooks.wait_ready("orders")["webhookId"] == previous
+        hooks.wait_event("orders", "Adopted")
+        adopted_at = hooks.status("orders")["secretRotatedAt"]
+        mine = deliver(simulator, previous, down.url, 1)
+        assert codes_of(simulator, previous, mine) == [500]
+        down.status = 204  # the receiver is fixed; its owner asks for everything
+        hooks.patch(
+            "orders",
+            {
+                "metadata": {
+                    "annotations": {"blooio.com/replay-failed-since": "2020-01-01T00:00:00Z"}
+                }
+            },
+        )
+        event = hooks.wait_event("orders", "DeliveriesReplayed", timeout=45)
+    finally:
+        down.stop()
+    assert replays_of(simulator, previous) == {mine[0]: [204]}
+    assert adopted_at in event.message
+    last = hooks.status("orders")["deliveries"]["lastReplay"]
+    assert (last["trigger"], last["since"], last["replayed"]) == ("request", adopted_at, 1)
