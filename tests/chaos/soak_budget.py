@@ -72,7 +72,7 @@ class Scale:
         parts = []
         for name in SCALED_SETTINGS:
             scaled = float(self.env()[f"BLOOIO_{name.upper()}"])
-            floor = " (floor)" if scaled > default(name) / self.factor else ""
+            floor = " (floor)" if name in FLOORS and scaled == FLOORS[name] else ""
             short = name.removesuffix("_seconds").replace("_", " ")
             parts.append(f"{short} {default(name):g}s->{scaled:g}s{floor}")
         return f"scale: 1 h -> {self.hour_seconds:g} s (x{self.factor:g}); " + ", ".join(parts)

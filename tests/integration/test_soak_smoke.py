@@ -1,5 +1,5 @@
 """A short soak (tests/chaos/soak.py) inside the test session: 30 resources in two
-namespaces, a one-minute hour, three fault classes (every endpoint 503, the key revoked,
+namespaces, a 45-second hour, three fault classes (every endpoint 503, the key revoked,
 kube-apiserver restarts with deletions in the gap). Every count must stay within its
 budget, every fleet count must reach zero after each fault, and the same operator process
 must then handle a new resource and an edit.
@@ -24,7 +24,7 @@ from tests.chaos.soak_world import soak_world
 CONFIG = SoakConfig(
     resources=30,
     namespaces=2,
-    hour_seconds=60.0,
+    hour_seconds=45.0,
     classes="ade",
     restarts=2,
     settle_seconds=120.0,
