@@ -93,7 +93,10 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self.reply(400)
         # Handle the event here; answer fast and do slow work asynchronously.
-        print(f"received {event.get('type')} {event.get('id')}", flush=True)
+        # One write per line: requests are served on threads, and print() writes the
+        # text and the newline separately, so two lines could run together.
+        sys.stdout.write(f"received {event.get('type')} {event.get('id')}\n")
+        sys.stdout.flush()
         return self.reply(204)
 
     def reply(self, status: int) -> None:

@@ -14,7 +14,6 @@ claims are complete before the first handler runs, whatever the order of events.
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ from typing import Any
 
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import WebhookStatus
+from blooio_operator.reconcile.secrets import annotation_token
 
 
 class Registry:
@@ -124,15 +124,12 @@ _ANNOTATIONS = (
     reasons.ANNOTATION_REPLAY_SINCE,
 )
 _STATUS = frozenset(field.alias or name for name, field in WebhookStatus.model_fields.items())
-# Longer values are kept as their digest: still compared equal to the same value (a
-# rotate token and status.rotateToken), never held whole.
-MAX_KEPT_VALUE = 1024
 
 
 def _bounded(value: Any) -> Any:
-    if isinstance(value, str) and len(value) > MAX_KEPT_VALUE:
-        return "sha256:" + hashlib.sha256(value.encode(errors="replace")).hexdigest()
-    return value
+    """Long strings kept as their digest (``secrets.annotation_token``): a long rotate
+    token and the status that acted on it still compare equal, and neither is held whole."""
+    return annotation_token(value) if isinstance(value, str) else value
 
 
 def slim_body(body: Mapping[str, Any]) -> dict[str, Any]:

@@ -125,7 +125,8 @@ async def install(
         ctx.secret_fresh = True
         ctx.crash("after-secret")
         if rotate:
-            st.rotate_token = rotate  # a fresh secret satisfies any pending rotation
+            # A fresh secret satisfies any pending rotation.
+            st.rotate_token = secrets.annotation_token(rotate)
     # Only now: had the Secret write failed, record_failure would have saved "no intent,
     # no id" and the retry would create a duplicate.
     if clear_pending:

@@ -44,7 +44,7 @@ def is_settled(ctx: WebhookContext, *, require_ready: bool = True) -> bool:
     if st.secret_name != ctx.secret_name:
         return False
     rotate = ctx.annotations.get(reasons.ANNOTATION_ROTATE)
-    if rotate and rotate != st.rotate_token:
+    if rotate and secrets.annotation_token(rotate) != st.rotate_token:
         return False
     adopt = ctx.annotations.get(reasons.ANNOTATION_ADOPT)
     return not adopt or adopt in (st.adopted_webhook_id, st.webhook_id)

@@ -81,6 +81,7 @@ from blooio_operator.reconcile.replay_plan import (
     secret_change,
     unsettled_until,
 )
+from blooio_operator.reconcile.secrets import annotation_token
 from blooio_operator.settings import Settings
 
 log = logging.getLogger("blooio_operator.reconcile")
@@ -277,7 +278,7 @@ async def _begin(ctx: WebhookContext, now: float) -> ReplayEpisode | float | Non
     d = _deliveries(st)
     if problem is not None or since is None:
         # Recorded as dealt with: one Warning per value, no retry.
-        d.replay_token = token
+        d.replay_token = annotation_token(token)  # bounded: the value may be 256 KiB
         await ctx.save_status()
         ctx.events.warning(
             reasons.REPLAY_REQUEST_INVALID,
@@ -721,5 +722,5 @@ def _close(st: WebhookStatus, episode: ReplayEpisode) -> None:
         d.secret_change_at = episode.changed_at
         d.webhook_id = st.webhook_id
     else:
-        d.replay_token = episode.token
+        d.replay_token = annotation_token(episode.token) if episode.token else None
     d.replay = None

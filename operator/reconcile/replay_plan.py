@@ -20,6 +20,7 @@ from blooio_operator.models.resource import ReplayEpisode, WebhookStatus
 from blooio_operator.reconcile.context import parse_iso
 from blooio_operator.reconcile.deliveries import Listing, outcome, sort_key
 from blooio_operator.reconcile.remote import settled_at
+from blooio_operator.reconcile.secrets import annotation_token
 from blooio_operator.settings import Settings
 
 # ``secretRotatedAt`` is recorded (to the second) after the rotate call returned and the
@@ -118,7 +119,8 @@ def requested(status: WebhookStatus, annotations: dict[str, str]) -> str | None:
     """A ``replay-failed-since`` value not dealt with yet."""
     token = annotations.get(reasons.ANNOTATION_REPLAY_SINCE)
     d = status.deliveries
-    if not token or token == (d.replay_token if d is not None else None):
+    done = d.replay_token if d is not None else None
+    if not token or annotation_token(token) == done:
         return None
     return token
 

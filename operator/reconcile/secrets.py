@@ -18,13 +18,27 @@ from blooio_operator.reconcile.context import WebhookContext, now_iso
 from blooio_operator.reconcile.errors import CredentialsFailure
 from blooio_operator.reconcile.remote import confirm_gone, recorded_webhook, wait_until_settled
 
+# Annotation values recorded in status as acted on (blooio.com/rotate-secret) are kept
+# whole up to this length and as their digest beyond it: the CRD bounds the status field,
+# and the annotation may be up to 256 KiB.
+MAX_TOKEN_LENGTH = 200
+
+
+def annotation_token(value: str) -> str:
+    """What status records of an annotation value: the value, or ``sha256:<hex>`` of it."""
+    if len(value) <= MAX_TOKEN_LENGTH:
+        return value
+    return "sha256:" + hashlib.sha256(value.encode(errors="replace")).hexdigest()
+
+
 SECRET_KEY = "signing-secret"
 ID_KEY = "webhook-id"
 URL_KEY = "webhook-url"
 
 
 async def ensure_rotation(ctx: WebhookContext, client: BlooioClient) -> None:
-    token = ctx.annotations.get(reasons.ANNOTATION_ROTATE)
+    value = ctx.annotations.get(reasons.ANNOTATION_ROTATE)
+    token = annotation_token(value) if value else None
     if not token or token == ctx.status.rotate_token:
         return
     await rotate_into_secret(ctx, client, reason="annotation")
