@@ -110,11 +110,12 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a server inside a pod
-    server = ThreadingHTTPServer((host, int(os.environ.get("PORT", "8080"))), Handler)
-    print(f"listening on {host}:{server.server_port}", flush=True)
     # As a container's PID 1 the process has no default SIGTERM action: without a handler
     # it ignores the kubelet's SIGTERM and every pod deletion waits out the grace period.
+    # Installed before "listening": a SIGTERM right after that line must stop it cleanly.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    server = ThreadingHTTPServer((host, int(os.environ.get("PORT", "8080"))), Handler)
+    print(f"listening on {host}:{server.server_port}", flush=True)
     try:
         server.serve_forever()
     finally:
