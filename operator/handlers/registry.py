@@ -16,16 +16,24 @@ from __future__ import annotations
 import copy
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import WebhookStatus
 from blooio_operator.reconcile.secrets import annotation_token
 
+# How long a reservation (a recovery or adoption about to record a webhook id) holds
+# before the status that records it must have arrived.
+RESERVATION_SECONDS = 300.0
+
 
 class Registry:
     def __init__(self) -> None:
+        # Whether a body's status is the operator's own (reconcile.claims); a claim from a
+        # status it did not seal holds nothing. Set once the seal key is known.
+        self.verify: Callable[[str, Mapping[str, Any]], bool] = lambda _uid, _status: True
+        self._reserved: dict[str, tuple[str, float]] = {}  # webhook id -> (uid, until)
         self._bodies: dict[str, dict[str, Any]] = {}
         self._observed: dict[str, float] = {}  # uid -> monotonic time of its last event
         self._held: dict[str, str] = {}  # uid -> webhook id
@@ -44,9 +52,11 @@ class Registry:
         uid = body["metadata"]["uid"]
         self._bodies[uid] = slim_body(body)
         self._observed[uid] = time.monotonic()
-        webhook_id = (body.get("status") or {}).get("webhookId")
-        if webhook_id:
+        status = body.get("status") or {}
+        webhook_id = status.get("webhookId") if isinstance(status, Mapping) else None
+        if webhook_id and self.verify(uid, status):
             self._hold(uid, str(webhook_id))
+            self._reserved.pop(str(webhook_id), None)
         else:
             self._release(uid)
 
@@ -55,6 +65,9 @@ class Registry:
         self._bodies.pop(uid, None)
         self._observed.pop(uid, None)
         self._release(uid)
+        for webhook_id, (holder, _) in list(self._reserved.items()):
+            if holder == uid:
+                del self._reserved[webhook_id]
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -74,7 +87,19 @@ class Registry:
         return list(self._bodies)
 
     def holders(self, webhook_id: str) -> frozenset[str]:
-        return frozenset(self._holders.get(webhook_id, ()))
+        held = set(self._holders.get(webhook_id, ()))
+        reserved = self._reserved.get(webhook_id)
+        if reserved is not None and reserved[1] > time.monotonic():
+            held.add(reserved[0])
+        return frozenset(held)
+
+    def reserve(self, uid: str, webhook_id: str) -> bool:
+        """Claim ``webhook_id`` for ``uid`` before its status records it (check and set,
+        with no await in between): False when another resource holds or reserved it."""
+        if self.holders(webhook_id) - {uid}:
+            return False
+        self._reserved[webhook_id] = (uid, time.monotonic() + RESERVATION_SECONDS)
+        return True
 
     def claimed_by_others(self, uid: str) -> ClaimedIds:
         return ClaimedIds(self, uid)

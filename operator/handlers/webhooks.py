@@ -32,7 +32,7 @@ from blooio_operator.logs import quiet_success
 from blooio_operator.metrics import Metrics
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION
-from blooio_operator.reconcile import deletion, episodes, lifecycle, periodic
+from blooio_operator.reconcile import claims, deletion, episodes, lifecycle, periodic
 from blooio_operator.reconcile.context import Deps, EventSink, WebhookContext
 from blooio_operator.reconcile.crash import CrashPoints
 from blooio_operator.reconcile.errors import (
@@ -161,8 +161,12 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         # Claims must be complete before any handler decides whether a webhook is someone
         # else's; the event handler below only catches up as kopf's workers get to objects.
         deps: Deps = memo["deps"]
+        statuses: list[dict[str, Any]] = []
         try:
-            held = await _held_webhook_ids(deps.kube, memo.get("namespaces") or [])
+            deps.seal = await claims.load_seal(deps.settings, deps.kube)
+            known.verify = deps.seal.verify
+            await _held_webhook_ids(deps.kube, memo.get("namespaces") or [], statuses=statuses)
+            held = await claims.seal_legacy(deps.kube, deps.seal, statuses)
         except KubeError as exc:
             raise kopf.TemporaryError(f"cannot list BlooioWebhooks yet: {exc}", delay=2) from None
         known.seed_claims(held)
@@ -262,6 +266,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 events=sink,
                 attempt=retry,
                 claimed_ids=known.claimed_by_others(uid),
+                reserve=lambda webhook_id: known.reserve(uid, webhook_id),
                 status_sink=patch.status if patch is not None else None,
             )
             if skip_if is not None and skip_if(ctx):
@@ -432,7 +437,11 @@ def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:
 
 
 async def _held_webhook_ids(
-    kube: KubeClient, namespaces: list[str], *, unclaimed: bool = False
+    kube: KubeClient,
+    namespaces: list[str],
+    *,
+    unclaimed: bool = False,
+    statuses: list[dict[str, Any]] | None = None,
 ) -> dict[str, str]:
     """uid -> webhook id of every BlooioWebhook the operator may see, listed once.
 
@@ -440,7 +449,7 @@ async def _held_webhook_ids(
     variant lists each of its namespaces instead.
     """
     try:
-        return await kube.list_webhook_ids(unclaimed=unclaimed)
+        return await kube.list_webhook_ids(unclaimed=unclaimed, statuses=statuses)
     except KubeForbidden:
         exact = [ns for ns in namespaces if not any(c in ns for c in "*?[!")]
         if not exact:
@@ -448,5 +457,5 @@ async def _held_webhook_ids(
             return {}
     held: dict[str, str] = {}
     for ns in exact:
-        held.update(await kube.list_webhook_ids(ns, unclaimed=unclaimed))
+        held.update(await kube.list_webhook_ids(ns, unclaimed=unclaimed, statuses=statuses))
     return held

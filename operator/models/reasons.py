@@ -46,6 +46,8 @@ ADOPTION_FAILED: Final = "AdoptionFailed"
 CREDENTIALS_NOT_ALLOWED: Final = "CredentialsNotAllowed"
 WEBHOOK_CLAIMED: Final = "WebhookClaimed"
 WRITE_REJECTED: Final = "WriteRejected"
+# status names a webhook (or an intent) the operator did not seal for this resource.
+CLAIM_UNVERIFIED: Final = "ClaimUnverified"
 
 # Event reasons.
 CREATED: Final = "Created"
@@ -100,6 +102,7 @@ EVENT_REASONS: Final = frozenset(
         CREDENTIALS_NOT_ALLOWED,
         WEBHOOK_CLAIMED,
         WRITE_REJECTED,
+        CLAIM_UNVERIFIED,
         REMOTE_ERROR,
         RATE_LIMITED,
     }

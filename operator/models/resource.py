@@ -267,6 +267,9 @@ class WebhookStatus(_Camel):
     key_id: str | None = None
     rotating: Rotation | None = None
     deliveries: DeliveriesStatus | None = None
+    # The operator's seal over the fields above that name something at Blooio
+    # (reconcile/claims.py): a status it did not seal is not acted on.
+    claim: str | None = None
 
     @model_validator(mode="wrap")
     @classmethod

@@ -12,7 +12,7 @@ from blooio_operator.reconcile.remote import channel_of, patch_to_spec
 
 
 async def adopt(ctx: WebhookContext, client: BlooioClient, webhook_id: str) -> None:
-    if webhook_id in ctx.claimed_ids:
+    if webhook_id in ctx.claimed_ids or not ctx.reserve(webhook_id):
         # Checked before any call: with a shared key, anyone could otherwise take over
         # (PATCH, rotate, later delete) a webhook another team's resource holds.
         raise PermanentFailure(

@@ -27,7 +27,8 @@ from blooio_operator.models.resource import (
     WebhookStatus,
     rfc3339_seconds,
 )
-from blooio_operator.reconcile import credentials
+from blooio_operator.reconcile import claims, credentials
+from blooio_operator.reconcile.claims import ClaimSeal
 from blooio_operator.reconcile.crash import CrashPoints
 from blooio_operator.reconcile.credentials import key_id
 from blooio_operator.reconcile.episodes import Backoff
@@ -119,6 +120,7 @@ class Deps:
     crash: CrashPoints
     clock: Callable[[], float] = time.time  # wall clock; tests let time pass with it
     backoff: Backoff = field(default_factory=Backoff)  # attempts per resource (episodes)
+    seal: ClaimSeal = field(default_factory=lambda: ClaimSeal(None))  # status.claim
 
 
 @dataclass
@@ -135,6 +137,10 @@ class WebhookContext:
     attempt: int = 0
     deleting: bool = False  # metadata.deletionTimestamp is set
     claimed_ids: Container[str] = frozenset()
+    # Reserve a webhook id for this resource before acting on it (recovery, adoption):
+    # False when another resource holds or reserved it meanwhile (handlers' registry).
+    reserve: Callable[[str], bool] = field(default=lambda _webhook_id: True, repr=False)
+    claim_verified: bool = True  # status.claim is the operator's seal (reconcile.claims)
     # kopf's patch for this handler call (its ``status`` part): a ``save_status(last=True)``
     # goes there, and kopf sends it with its own bookkeeping in one request on return.
     status_sink: MutableMapping[str, Any] | None = None
@@ -156,6 +162,7 @@ class WebhookContext:
         attempt: int = 0,
         claimed_ids: Container[str] = frozenset(),
         status_sink: MutableMapping[str, Any] | None = None,
+        reserve: Callable[[str], bool] | None = None,
     ) -> WebhookContext:
         meta = body.get("metadata", {})
         ctx = cls(
@@ -172,6 +179,8 @@ class WebhookContext:
             claimed_ids=claimed_ids,
             status_sink=status_sink,
         )
+        if reserve is not None:
+            ctx.reserve = reserve
         ctx._load(body)
         return ctx
 
@@ -189,6 +198,7 @@ class WebhookContext:
             body.get("status") or {}, context={"now": self.deps.clock(), "dropped": dropped}
         )
         report_dropped(self.namespace, self.name, self.uid, dropped)
+        self.claim_verified = self.deps.seal.verify(self.uid, self.status)
         self._saved = self._status_fields()
 
     async def reread(self) -> bool:
@@ -237,12 +247,15 @@ class WebhookContext:
         value = await credentials.resolve_key(self)
         if not self.deleting:
             credentials.assert_holds_webhook(self)
+            claims.assert_verified(self)
         self._key_id = key_id(value)
         return self.deps.clients.get(SecretStr(value))
 
     # --- status ------------------------------------------------------------------
 
     def _status_fields(self) -> dict[str, Any]:
+        if self.claim_verified:  # keep the seal current; never bless what we did not seal
+            self.status.claim = self.deps.seal.seal(self.uid, self.status)
         return self.status.dump()
 
     async def save_status(self, *, last: bool = False) -> bool:

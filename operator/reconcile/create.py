@@ -26,7 +26,7 @@ from blooio_operator.models.resource import Applied, Pending
 from blooio_operator.reconcile import episodes, secrets
 from blooio_operator.reconcile import update as updating
 from blooio_operator.reconcile.context import WebhookContext, ms_to_iso, now_iso, parse_iso
-from blooio_operator.reconcile.errors import PermanentFailure
+from blooio_operator.reconcile.errors import PermanentFailure, TransientFailure
 from blooio_operator.reconcile.remote import channel_of, settled_at, wait_until_settled
 
 log = logging.getLogger("blooio_operator.reconcile")
@@ -211,6 +211,14 @@ async def recover_pending(ctx: WebhookContext, client: BlooioClient) -> None:
         # extra ones (their POSTs committed late): all are its own, nobody saw their
         # secrets. Keep the newest, delete the rest.
         webhook = max(matches, key=lambda h: h.created_at or 0)
+        if not ctx.reserve(webhook.id):
+            # Another resource's recovery took it a moment ago (same url and channel on a
+            # shared key): look again, without it.
+            raise TransientFailure(
+                reasons.SETTLING,
+                f"Webhook {webhook.id} was just recovered by another resource; looking again.",
+                delay=1.0,
+            )
         for extra in matches:
             if extra.id != webhook.id:
                 await _delete_quietly(client, extra.id)

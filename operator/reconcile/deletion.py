@@ -36,6 +36,13 @@ async def _apply_policy(ctx: WebhookContext) -> None:
             f"webhook {st.webhook_id or '(none)'} at Blooio.",
         )
         return
+    if not ctx.claim_verified:
+        ctx.events.normal(
+            reasons.DELETED,
+            f"status names webhook {st.webhook_id or '(none)'} (or an intent) the operator "
+            "did not record for this resource: released without touching Blooio.",
+        )
+        return
     if spec.deletion_policy == "Orphan":
         ctx.events.normal(
             reasons.ORPHANED,

@@ -14,8 +14,8 @@ import logging
 
 from blooio_operator.models import reasons
 from blooio_operator.models.conditions import mark_ready, mark_reconciling, mark_stalled
+from blooio_operator.reconcile import claims, episodes, secrets
 from blooio_operator.reconcile import create as creating
-from blooio_operator.reconcile import episodes, secrets
 from blooio_operator.reconcile import update as updating
 from blooio_operator.reconcile.adopt import adopt
 from blooio_operator.reconcile.context import WebhookContext, now_iso
@@ -57,6 +57,7 @@ _WAITING_FOR_A_SPEC_CHANGE = frozenset(
         reasons.BAD_REQUEST,
         reasons.AMBIGUOUS_RECOVERY,
         reasons.WRITE_REJECTED,
+        reasons.CLAIM_UNVERIFIED,
     }
 )
 
@@ -84,8 +85,10 @@ async def reconcile(ctx: WebhookContext, *, finish: bool = True) -> None:
         return
     client = await ctx.blooio()
     st, spec = ctx.status, ctx.spec
-    await check_key(ctx, client)
     adopt_id = ctx.annotations.get(reasons.ANNOTATION_ADOPT)
+    if adopt_id:
+        claims.forget_unverified(ctx)  # a status we did not seal: adopt from scratch
+    await check_key(ctx, client)
     if adopt_id and adopt_id not in (st.adopted_webhook_id, st.webhook_id):
         await adopt(ctx, client, adopt_id)
     elif adopt_id and adopt_id == st.webhook_id and st.adopted_webhook_id != adopt_id:
