@@ -539,3 +539,110 @@ def test_a_credentials_secret_no_longer_referred_to_is_released(
     hooks_a.delete(name)
     wait_for(lambda: FINALIZER not in finalizers(second), timeout=30, message="second released")
     assert hooks_a.get(name) is None
+
+
+# --- ownership is not taken from status (issue 19) -----------------------------------------
+
+
+def test_a_tenant_who_may_write_status_cannot_take_over_another_namespaces_webhook(
+    kube_api: k8s.ApiClient,
+    sa_api_client: Any,
+    tenants: Tenants,
+    sim: Simulator,
+    hooks_a: Webhooks,
+    hooks_b: Webhooks,
+) -> None:
+    """Found by issue 19: a tenant whose role grants blooiowebhooks/status set its own
+    resource's status.webhookId to another namespace's webhook id; the operator rotated
+    that webhook's secret into the tenant's Secret and fought over its url."""
+    victim = unique("victim")
+    hooks_b.create(victim, {"url": url(victim)})
+    victim_id = hooks_b.wait_ready(victim)["webhookId"]
+    victim_secret = hooks_b.secret_data(f"{victim}-blooio-webhook")["signing-secret"]
+
+    # A namespace-admin-like Role in team a only, with the status subresource.
+    rbac = k8s.RbacAuthorizationV1Api(kube_api)
+    role = unique("bwh-status")
+    rbac.create_namespaced_role(
+        tenants.a,
+        {
+            "metadata": {"name": role},
+            "rules": [
+                {
+                    "apiGroups": ["blooio.com"],
+                    "resources": ["blooiowebhooks", "blooiowebhooks/status"],
+                    "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
+                }
+            ],
+        },
+    )
+    sa = unique("tenant")
+    tenant_api = sa_api_client(tenants.a, sa)
+    rbac.create_namespaced_role_binding(
+        tenants.a,
+        {
+            "metadata": {"name": role},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": sa, "namespace": tenants.a}],
+        },
+    )
+    tenant = k8s.CustomObjectsApi(tenant_api)
+    with pytest.raises(k8s.ApiException) as denied:  # team b is not theirs to see
+        tenant.get_namespaced_custom_object(GROUP, VERSION, tenants.b, PLURAL, victim)
+    assert denied.value.status == 403
+
+    thief = unique("thief")
+    wait_for(
+        lambda: tenant.create_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            tenants.a,
+            PLURAL,
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": "BlooioWebhook",
+                "metadata": {"name": thief},
+                "spec": {"url": url(thief)},
+            },
+        ),
+        timeout=30,
+        message="the tenant's RBAC in effect",
+    )
+    own_id = hooks_a.wait_ready(thief)["webhookId"]
+    forged_at = time.time()
+    # The forgery, with the tenant's own credentials, through the status subresource; a
+    # copy of the victim's seal is no better (it is bound to the victim's uid).
+    claim = hooks_b.status(victim)["claim"]
+    tenant.patch_namespaced_custom_object_status(
+        GROUP,
+        VERSION,
+        tenants.a,
+        PLURAL,
+        thief,
+        {"status": {"webhookId": victim_id, "claim": claim}},
+    )
+    cond = hooks_a.wait_condition(thief, "Stalled", "True", reason="ClaimUnverified", timeout=60)
+    assert victim_id in cond["message"]
+    wait_drift_checks(sim, 2)  # the sweeps had their chance to act on it
+    assert remote_calls(sim, victim_id, since=forged_at) == []
+    reads = [
+        c for c in sim.calls() if victim_id in c.get("path", "") and c.get("ts", 0) >= forged_at
+    ]
+    assert reads == [], reads  # not even its deliveries were read
+    assert hooks_b.condition(victim, "Ready")["status"] == "True"  # type: ignore[index]
+    assert hooks_b.secret_data(f"{victim}-blooio-webhook")["signing-secret"] == victim_secret
+    thief_secret = hooks_a.secret_data(f"{thief}-blooio-webhook")
+    assert thief_secret.get("webhook-id") == own_id  # never the victim's
+
+    # Adopting the victim's webhook by annotation is refused (the victim holds it) ...
+    tenant.patch_namespaced_custom_object(
+        GROUP, VERSION, tenants.a, PLURAL, thief, {"metadata": {"annotations": {ADOPT: victim_id}}}
+    )
+    hooks_a.wait_condition(thief, "Stalled", "True", reason="AdoptionFailed", timeout=60)
+    assert remote_calls(sim, victim_id, since=forged_at) == []
+    # ... and deleting the tenant's resource leaves the victim's webhook in place.
+    tenant.delete_namespaced_custom_object(GROUP, VERSION, tenants.a, PLURAL, thief)
+    wait_for(lambda: hooks_a.get(thief) is None, timeout=60, message="thief deleted")
+    assert sim.webhook(victim_id) is not None
+    assert remote_calls(sim, victim_id, since=forged_at) == []
+    assert hooks_b.condition(victim, "Ready")["status"] == "True"  # type: ignore[index]
