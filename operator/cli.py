@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import getpass
 import logging
 import os
 import socket
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from blooio_operator import __version__
 
@@ -36,7 +38,25 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     p.add_argument(
         "--peering",
         default=None,
-        help="kopf peering object name (off by default: run one replica, see docs/operations.md)",
+        help="kopf peering object name (off by default; see docs/operations.md)",
+    )
+    p.add_argument(
+        "--leader-elect",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="handle resources only while holding the Lease, as a standby otherwise "
+        "(default: $BLOOIO_LEADER_ELECT, off)",
+    )
+    p.add_argument(
+        "--lease-name",
+        default=None,
+        help="the Lease's name (default: $BLOOIO_LEADER_ELECTION_LEASE_NAME, blooio-operator)",
+    )
+    p.add_argument(
+        "--lease-namespace",
+        default=None,
+        help="the Lease's namespace (default: $BLOOIO_LEADER_ELECTION_NAMESPACE, else "
+        "$POD_NAMESPACE)",
     )
 
 
@@ -88,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
+    from blooio_operator.ha import process as ha_process
     from blooio_operator.handlers import credentials as credentials_handlers
     from blooio_operator.handlers import deliveries as delivery_handlers
     from blooio_operator.handlers.webhooks import register
@@ -95,34 +116,65 @@ def cmd_run(args: argparse.Namespace) -> int:
     from blooio_operator.settings import Settings
 
     settings = Settings()
+    overrides: dict[str, object] = {}
     if args.metrics_port is not None:
-        settings = settings.model_copy(update={"metrics_port": args.metrics_port})
+        overrides["metrics_port"] = args.metrics_port
+    if args.leader_elect is not None:
+        overrides["leader_elect"] = args.leader_elect
+    if args.lease_name is not None:
+        overrides["leader_election_lease_name"] = args.lease_name
+    if args.lease_namespace is not None:
+        overrides["leader_election_namespace"] = args.lease_namespace
+    if overrides:
+        settings = settings.model_copy(update=overrides)
     secrets = [settings.api_key.get_secret_value()] if settings.api_key else []
     configure_logging(settings.log_format, settings.log_level, secrets)
     registry = kopf.OperatorRegistry()
     register(registry, settings)
     delivery_handlers.register(registry, settings)
     credentials_handlers.register(registry)
-    liveness = (
-        f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port is not None else None
-    )
+    ha_process.register(registry)  # last: it marks the leader gauge once configured
     namespaces = list(args.namespace)
     logging.getLogger("blooio_operator").info(
-        "starting: %s, Blooio at %s",
+        "starting: %s, Blooio at %s%s",
         f"namespaces {namespaces}" if namespaces else "all namespaces",
         settings.api_url,
+        ", with leader election" if settings.leader_elect else "",
     )
-    kopf.run(
-        registry=registry,
-        identity=_identity(),  # type: ignore[arg-type]  # kopf.Identity is a NewType of str, not exported
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        liveness_endpoint=liveness,
-        memo=kopf.Memo(settings=settings, namespaces=namespaces),
+    operator: dict[str, Any] = {
+        "registry": registry,
+        "identity": _identity(),
+        "clusterwide": not namespaces,
+        "namespaces": namespaces,
+        "standalone": args.peering is None,
+        "peering_name": args.peering,
+    }
+    if not settings.leader_elect:
+        liveness = (
+            f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port is not None else None
+        )
+        memo = kopf.Memo(settings=settings, namespaces=namespaces)
+        kopf.run(**operator, liveness_endpoint=liveness, memo=memo)
+        return 0
+    # Under leader election the probes and metrics answer in both roles, so this process
+    # serves them itself (a standby has no kopf); the operator's settings serve none.
+    memo = kopf.Memo(
+        settings=settings.model_copy(update={"metrics_port": None}), namespaces=namespaces
     )
-    return 0
+    if settings.metrics_port is not None:
+        ha_process.serve_metrics(
+            settings.metrics_port, lambda: getattr(memo.get("deps"), "metrics", None)
+        )
+    try:
+        config = ha_process.election_config(settings)
+    except ValueError as exc:
+        print(f"blooio-operator run: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(
+        ha_process.run_elected(
+            config, lambda: kopf.operator(**operator, memo=memo), health_port=args.health_port
+        )
+    )
 
 
 def _identity() -> str:

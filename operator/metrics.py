@@ -1,5 +1,5 @@
 """Prometheus metrics: reconciles, Blooio requests, resources by condition, rotations, drift,
-delivery health and replays.
+delivery health and replays, and whether this process leads.
 """
 
 from __future__ import annotations
@@ -99,6 +99,12 @@ class Metrics:
         self.rejected_keys = Gauge(
             "blooio_operator_credentials_rejected_keys",
             "API keys whose latest list of webhooks Blooio rejected (401/403).",
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "blooio_operator_leader",
+            "1 while this process leads (holds the Lease, or runs without leader election) "
+            "and handles resources; 0 on a standby.",
             registry=self.registry,
         )
         self.resource_conditions: dict[str, str] = {}

@@ -5,9 +5,10 @@ Passed down through kopf's ``memo``; never a module-level singleton.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -89,6 +90,69 @@ class Settings(BaseSettings):
         default=500, ge=1, description="Deliveries replayed at most per rotation or request."
     )
     metrics_port: int | None = None
+    leader_elect: bool = Field(
+        default=False,
+        description="Run only while holding the Lease (coordination.k8s.io); a standby waits. "
+        "Off for a plain process; on in the shipped Deployment (--leader-elect).",
+    )
+    leader_election_namespace: str | None = Field(
+        default=None,
+        description="Namespace of the Lease; default POD_NAMESPACE (the downward API), then "
+        "the in-cluster service account's namespace.",
+    )
+    leader_election_lease_name: str = Field(
+        default="blooio-operator",
+        min_length=1,
+        max_length=253,
+        description="Name of the Lease: one per operator instance (each shard its own).",
+    )
+    lease_duration_seconds: float = Field(
+        default=15.0,
+        ge=1,
+        description="How long a standby waits after the last renewal it saw before taking "
+        "the Lease over.",
+    )
+    lease_renew_deadline_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="A leader that has not renewed for this long stops at once (no Blooio call, "
+        "no Kubernetes write) and exits; shorter than the lease duration.",
+    )
+    lease_retry_period_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="How often the leader renews and a standby tries to acquire.",
+    )
+    claim_key: SecretStr | None = Field(
+        default=None,
+        description="Key of the seal over the webhook ids and intents in status (any "
+        "random string of 32+ characters, the same for every replica); default: a key "
+        "the operator keeps in Secret blooio-operator-claim-key in its own namespace.",
+    )
+    claim_key_secret_namespace: str | None = Field(
+        default=None,
+        description="Namespace of Secret blooio-operator-claim-key; default POD_NAMESPACE, "
+        "then blooio-system.",
+    )
     crash_point: str | None = Field(
         default=None, description="Testing only: SIGKILL the process at this step boundary."
     )
+
+    @model_validator(mode="after")
+    def _lease_timings(self) -> Settings:
+        # The margin between the two is what keeps a leader that stopped renewing from
+        # overlapping with the next one (docs/design.md, "High availability").
+        if self.lease_renew_deadline_seconds >= self.lease_duration_seconds:
+            raise ValueError(
+                "BLOOIO_LEASE_RENEW_DEADLINE_SECONDS must be shorter than "
+                "BLOOIO_LEASE_DURATION_SECONDS"
+            )
+        if self.lease_retry_period_seconds >= self.lease_renew_deadline_seconds:
+            raise ValueError(
+                "BLOOIO_LEASE_RETRY_PERIOD_SECONDS must be shorter than "
+                "BLOOIO_LEASE_RENEW_DEADLINE_SECONDS"
+            )
+        return self
+
+    def claim_key_namespace(self) -> str:
+        return self.claim_key_secret_namespace or os.environ.get("POD_NAMESPACE") or "blooio-system"

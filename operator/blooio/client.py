@@ -33,6 +33,10 @@ with `retry_after` set, for the reconcile layer to reschedule):
   sending raises `ApiTimeout`/`ApiConnectionError` (a duplicate replay is only a
   duplicate delivery, which receivers must tolerate anyway).
 
+Fencing: with leader election, every request (reads too) is checked against the
+leadership term (`ha.fence`) right before it is sent, after any wait for the key's
+limiter; past the term it raises `TermOver` and nothing leaves the process.
+
 Secrets: the API key only goes into the `Authorization` header of each request; the
 debug log line holds method, path, status, duration and the key's fingerprint; errors
 are built by `errors.error_from_response`, which scrubs the key from server text.
@@ -51,6 +55,8 @@ from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
+
+from blooio_operator.ha import fence as fencing
 
 from .errors import (
     ApiConnectionError,
@@ -166,6 +172,8 @@ class BlooioClient:
     is passed on every request; otherwise the `http` client's own timeout applies.
     `limiter` bounds concurrency and rate for this key; `on_response` is called once per
     HTTP attempt for metrics and must not raise (errors in it are logged and ignored).
+    `fence` is the leadership term every request is checked against (default: the running
+    operator's, `ha.fence.current()`; None without leader election).
     """
 
     def __init__(
@@ -178,8 +186,10 @@ class BlooioClient:
         limiter: KeyLimiter | None = None,
         timeout: httpx.Timeout | None = None,
         on_response: OnResponse | None = None,
+        fence: fencing.Fence | None = None,
     ):
         self._http = http
+        self._fence = fence if fence is not None else fencing.current()
         self._api_key = api_key
         self._base_url = base_url.rstrip("/")
         self._retry = retry
@@ -450,6 +460,10 @@ class BlooioClient:
             self._limiter.slot() if self._limiter is not None else nullcontext()
         )
         async with slot:
+            if self._fence is not None:
+                # Last thing before the request leaves: after the limiter's wait, which
+                # can outlast a term.
+                self._fence.check(f"{method} {path}")
             started = time.perf_counter()
             try:
                 response = await self._http.request(

@@ -23,6 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from blooio_operator.ha import fence as fencing
 from blooio_operator.models.resource import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger("blooio_operator.kube")
@@ -140,6 +141,45 @@ class SecretView:
         return self.controller_uid == uid or self.annotations.get(OWNER_UID_ANNOTATION) == uid
 
 
+@dataclass(frozen=True)
+class LeaseRecord:
+    """A coordination.k8s.io Lease as leader election reads it."""
+
+    holder: str | None
+    lease_duration_seconds: int | None
+    acquire_time: datetime | None
+    renew_time: datetime | None
+    transitions: int
+    resource_version: str | None
+
+
+def _lease_record(obj: Any) -> LeaseRecord:
+    spec = obj.spec
+    meta = obj.metadata
+    return LeaseRecord(
+        holder=(spec.holder_identity or None) if spec else None,
+        lease_duration_seconds=spec.lease_duration_seconds if spec else None,
+        acquire_time=spec.acquire_time if spec else None,
+        renew_time=spec.renew_time if spec else None,
+        transitions=(spec.lease_transitions or 0) if spec else 0,
+        resource_version=meta.resource_version if meta else None,
+    )
+
+
+def _micro_time(value: datetime | None) -> str | None:
+    # metav1.MicroTime: RFC 3339 with exactly six fractional digits.
+    if value is None:
+        return None
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _fenced(fence: fencing.Fence, action: str, fn: Callable[[], T]) -> T:
+    # In the kube thread, right before the request is built and sent: a thread that
+    # waited in the pool's queue past the term sends nothing.
+    fence.check(action)
+    return fn()
+
+
 def load_api_client() -> k8s.ApiClient:
     """In-cluster config when running in a Pod, else the current kubeconfig."""
     try:
@@ -152,11 +192,23 @@ def load_api_client() -> k8s.ApiClient:
 
 
 class KubeClient:
-    def __init__(self, api: k8s.ApiClient, *, max_workers: int = 32) -> None:
+    """``fence``: the leadership term every write is checked against (default: the running
+    operator's, ``ha.fence.current()``; None without leader election). Reads are not
+    fenced; Lease calls are the term itself and never are."""
+
+    def __init__(
+        self,
+        api: k8s.ApiClient,
+        *,
+        max_workers: int = 32,
+        fence: fencing.Fence | None = None,
+    ) -> None:
         self._api = api
         self._core = k8s.CoreV1Api(api)
         self._custom = k8s.CustomObjectsApi(api)
+        self._coordination = k8s.CoordinationV1Api(api)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kube")
+        self.fence = fence if fence is not None else fencing.current()
         self.writes = 0
 
     async def _call(
@@ -165,14 +217,19 @@ class KubeClient:
         fn: Callable[..., T],
         *args: Any,
         redact: tuple[str, ...] = (),
+        write: bool = False,
         **kwargs: Any,
     ) -> T:
         loop = asyncio.get_running_loop()
+        call: Callable[[], T] = functools.partial(fn, *args, **kwargs)
+        fence = self.fence if write else None
+        if fence is not None:
+            call = functools.partial(_fenced, fence, action, call)
         for attempt in range(4):
+            if fence is not None:
+                fence.check(action)  # before queueing for a thread, and before a retry
             try:
-                return await loop.run_in_executor(
-                    self._pool, functools.partial(fn, *args, **kwargs)
-                )
+                return await loop.run_in_executor(self._pool, call)
             except ApiException as exc:
                 # 429 from the API server's in-flight limits means "not processed": safe
                 # to repeat even for a create. Anything else is the reconcile layer's call.
@@ -270,6 +327,7 @@ class KubeClient:
                 namespace,
                 patch,
                 redact=tuple(data.values()),
+                write=True,
             )
         else:
             await self._call(
@@ -278,6 +336,7 @@ class KubeClient:
                 namespace,
                 body,
                 redact=tuple(data.values()),
+                write=True,
             )
 
     async def add_secret_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
@@ -289,6 +348,7 @@ class KubeClient:
             name,
             namespace,
             {"metadata": {"finalizers": [finalizer]}},
+            write=True,
         )
 
     async def remove_secret_finalizer(self, namespace: str, name: str, finalizer: str) -> None:
@@ -301,6 +361,7 @@ class KubeClient:
                 name,
                 namespace,
                 {"metadata": {"$deleteFromPrimitiveList/finalizers": [finalizer]}},
+                write=True,
             )
         except KubeNotFound:
             pass
@@ -329,6 +390,7 @@ class KubeClient:
             name,
             namespace,
             patch,
+            write=True,
         )
 
     async def delete_secret(self, namespace: str, name: str) -> None:
@@ -339,6 +401,7 @@ class KubeClient:
                 self._core.delete_namespaced_secret,
                 name,
                 namespace,
+                write=True,
             )
         except KubeNotFound:
             pass
@@ -357,6 +420,7 @@ class KubeClient:
             PLURAL,
             name,
             {"status": status},
+            write=True,
         )
 
     # --- Events ------------------------------------------------------------------
@@ -389,14 +453,20 @@ class KubeClient:
             self._core.create_namespaced_event,
             namespace,
             body,
+            write=True,
         )
 
     async def list_webhook_ids(
-        self, namespace: str | None = None, *, unclaimed: bool = False
+        self,
+        namespace: str | None = None,
+        *,
+        unclaimed: bool = False,
+        statuses: list[dict[str, Any]] | None = None,
     ) -> dict[str, str]:
         """uid -> status.webhookId of every BlooioWebhook (of ``namespace``, else of the
         cluster) that records one (``unclaimed``: of every one, "" for none yet);
-        paginated, and only these two fields are kept."""
+        paginated, and only these two fields are kept (``statuses``: also appended there,
+        as ``{uid, namespace, name, status}`` of each one that records an id)."""
         kwargs: dict[str, Any] = {"limit": 500}
         found: dict[str, str] = {}
         while True:
@@ -420,9 +490,20 @@ class KubeClient:
                     **kwargs,
                 )
             for item in obj.get("items", []):
-                webhook_id = (item.get("status") or {}).get("webhookId")
+                status = item.get("status") or {}
+                webhook_id = status.get("webhookId") if isinstance(status, dict) else None
                 if webhook_id or unclaimed:
                     found[item["metadata"]["uid"]] = str(webhook_id or "")
+                if webhook_id and statuses is not None:
+                    meta = item["metadata"]
+                    statuses.append(
+                        {
+                            "uid": meta["uid"],
+                            "namespace": meta["namespace"],
+                            "name": meta["name"],
+                            "status": {k: v for k, v in status.items() if k != "kopf"},
+                        }
+                    )
             token = (obj.get("metadata") or {}).get("continue")
             if not token:
                 return found
@@ -481,3 +562,96 @@ class KubeClient:
         except KubeNotFound:
             return None
         return dict(obj)
+
+    # --- the leader-election Lease (never fenced: renewing it is what keeps the term) ---
+
+    def _lease_body(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        holder: str | None,
+        lease_duration_seconds: int,
+        acquire_time: datetime | None,
+        renew_time: datetime | None,
+        transitions: int,
+        resource_version: str | None,
+    ) -> dict[str, Any]:
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if resource_version is not None:
+            # Optimistic concurrency: of two candidates writing after the same read,
+            # exactly one succeeds; the other gets 409.
+            metadata["resourceVersion"] = resource_version
+        return {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": metadata,
+            "spec": {
+                "holderIdentity": holder,
+                "leaseDurationSeconds": lease_duration_seconds,
+                "acquireTime": _micro_time(acquire_time),
+                "renewTime": _micro_time(renew_time),
+                "leaseTransitions": transitions,
+            },
+        }
+
+    async def read_lease(
+        self, namespace: str, name: str, *, request_timeout: float | None = None
+    ) -> LeaseRecord | None:
+        try:
+            obj = await self._call(
+                f"read Lease {namespace}/{name}",
+                self._coordination.read_namespaced_lease,
+                name,
+                namespace,
+                _request_timeout=request_timeout,
+            )
+        except KubeNotFound:
+            return None
+        return _lease_record(obj)
+
+    async def write_lease(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        holder: str | None,
+        lease_duration_seconds: int,
+        acquire_time: datetime | None,
+        renew_time: datetime | None,
+        transitions: int,
+        resource_version: str | None,
+        request_timeout: float | None = None,
+    ) -> LeaseRecord:
+        """Create the Lease (``resource_version`` None) or replace the version read.
+
+        Raises ``KubeConflict`` when someone else created or changed it first.
+        """
+        body = self._lease_body(
+            namespace,
+            name,
+            holder=holder,
+            lease_duration_seconds=lease_duration_seconds,
+            acquire_time=acquire_time,
+            renew_time=renew_time,
+            transitions=transitions,
+            resource_version=resource_version,
+        )
+        if resource_version is None:
+            obj = await self._call(
+                f"create Lease {namespace}/{name}",
+                self._coordination.create_namespaced_lease,
+                namespace,
+                body,
+                _request_timeout=request_timeout,
+            )
+        else:
+            obj = await self._call(
+                f"replace Lease {namespace}/{name}",
+                self._coordination.replace_namespaced_lease,
+                name,
+                namespace,
+                body,
+                _request_timeout=request_timeout,
+            )
+        return _lease_record(obj)
