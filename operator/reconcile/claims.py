@@ -130,6 +130,14 @@ async def load_seal(settings: Settings, kube: KubeClient) -> ClaimSeal:
     """The operator's seal key: ``BLOOIO_CLAIM_KEY``; else the Secret it keeps in its own
     namespace (created at first start, shared by every replica); else derived from the
     default API key (rotating that key then unseals every claim); else sealing is off."""
+    served = await kube.served_status_fields()
+    if served is not None and "claim" not in served:
+        # The API server would prune status.claim: every claim would look forged.
+        log.warning(
+            "the installed BlooioWebhook CRD has no status.claim (it is older than the "
+            "operator): claims are not sealed; apply deploy/crds and restart the operator"
+        )
+        return ClaimSeal(None)
     if settings.claim_key is not None:
         return ClaimSeal(derive_key(settings.claim_key.get_secret_value()))
     namespace, name = settings.claim_key_namespace(), CLAIM_KEY_SECRET
