@@ -548,6 +548,26 @@ class KubeClient:
             )
         return [dict(item) for item in obj.get("items", [])]
 
+    async def served_status_fields(self) -> set[str] | None:
+        """The status fields the installed BlooioWebhook CRD declares (its served version);
+        None when the CRD may not be read (the namespaced RBAC variant)."""
+        api = k8s.ApiextensionsV1Api(self._api)
+        try:
+            crd: Any = await self._call(
+                "read the BlooioWebhook CRD",
+                api.read_custom_resource_definition,
+                f"{PLURAL}.{GROUP}",
+            )
+        except KubeForbidden:
+            return None
+        crd = crd.to_dict() if hasattr(crd, "to_dict") else crd
+        for version in (crd.get("spec") or {}).get("versions") or []:
+            if version.get("name") == VERSION:
+                schema = (version.get("schema") or {}).get("open_apiv3_schema") or {}
+                status = (schema.get("properties") or {}).get("status") or {}
+                return set((status.get("properties") or {}).keys())
+        return set()
+
     async def read_webhook_resource(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj: Any = await self._call(
