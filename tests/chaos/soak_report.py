@@ -61,7 +61,7 @@ class ClassResult:
         lines = [f"{self.key} {self.title:<19}{self.resources:>5}  "]
         worst = [" " * 23 + "max  "]
         for cell in self.cells:
-            mark = " " if cell.ok else "!"
+            mark = " " if cell.mean <= cell.budget + 1e-9 else "!"  # the max row marks its own
             lines.append(f"{_num(cell.mean) + '/' + _num(cell.budget) + mark:<14}")
             if cell.per_resource:
                 flag = " " if cell.worst <= cell.worst_ceiling + 1e-9 else "!"
