@@ -1,13 +1,16 @@
-"""Where kopf keeps the last-handled configuration of a BlooioWebhook."""
+"""Where kopf keeps the last-handled configuration of a BlooioWebhook, and its handlers'
+progress; both are read defensively (status is written by restores and tenants too)."""
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, cast
 
+import iso8601
 import kopf
 
 log = logging.getLogger("blooio_operator.handlers")
@@ -89,6 +92,65 @@ class StatusDiffBase(kopf.MultiDiffBaseStorage):
         self._status.store(body=body, patch=patch, essence=essence)
 
 
+class StatusProgress(kopf.StatusProgressStorage):
+    """kopf's per-handler progress (``status.kopf.<handler id>``), read defensively.
+
+    kopf trusts the record: one that is not an object, or holds a time its parser
+    refuses, raised on every event (the resource was never handled again), and a retry
+    "delayed" until 2099 is a retry that never comes. Such a record is ignored with one
+    warning per resource and value: the handler runs as if it had never started.
+    """
+
+    def fetch(self, *, key: str, body: kopf.Body) -> kopf.ProgressRecord | None:
+        record: object = super().fetch(key=cast(Any, key), body=body)
+        if record is None or _is_progress(record):
+            return cast(kopf.ProgressRecord | None, record)
+        _report(body, f"status.kopf.{key}", record)
+        return None
+
+
+# A kopf retry is never delayed longer than this (the longest delay the handlers ask
+# for is the credentials retry, minutes); a later one was not written by kopf.
+_MAX_DELAY_SECONDS = 86400.0
+
+
+def _is_progress(record: object) -> bool:
+    if not isinstance(record, dict):
+        return False
+    times: dict[str, float] = {}
+    for field in ("started", "stopped", "delayed"):
+        value = record.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, str):
+            return False
+        try:  # kopf's own parser (a time it refuses raises inside kopf)
+            parsed = iso8601.parse_date(value, default_timezone=None)
+        except (iso8601.ParseError, ValueError, OverflowError):
+            return False
+        if parsed.tzinfo is None:  # kopf subtracts it from an aware "now"
+            return False
+        times[field] = parsed.timestamp()
+    if times.get("delayed", 0.0) > time.time() + _MAX_DELAY_SECONDS:
+        return False
+    kinds: dict[str, tuple[type, ...]] = {
+        "purpose": (str,),
+        "retries": (int,),
+        "success": (bool,),
+        "failure": (bool,),
+        "message": (str,),
+        "subrefs": (list,),
+    }
+    for field, types in kinds.items():
+        value = record.get(field)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (field == "retries" and isinstance(value, bool)):
+            return False
+    subrefs = record.get("subrefs") or []
+    return all(isinstance(ref, str) for ref in subrefs)
+
+
 def _is_essence(value: object) -> bool:
     return isinstance(value, dict) and isinstance(value.get("metadata", {}), dict)
 
@@ -102,6 +164,12 @@ def _report_invalid(body: kopf.Body, where: str, storage: kopf.DiffBaseStorage) 
     else:
         raw = (body.get("status") or {}).get("kopf", {})
         raw = raw.get("last-handled-configuration") if isinstance(raw, dict) else raw
+    _report(body, where, raw)
+
+
+def _report(body: kopf.Body, where: str, raw: object) -> None:
+    """One warning per resource, place and value (not one per event)."""
+    meta = body.get("metadata", {})
     digest = hashlib.sha256(repr(raw).encode()).hexdigest()[:16]
     key = (str(meta.get("uid")), where, digest)
     if key in _REPORTED:
