@@ -171,10 +171,13 @@ BUDGETS: Mapping[str, Budget] = {
 }
 
 
-def log_lines_budget(keys: int, resources: int, touched: int) -> float:
-    """Operator log lines allowed in one class (one episode, one scaled hour)."""
+def log_lines_budget(keys: int, resources: int, touched: int, hours: float = 1.0) -> float:
+    """Operator log lines allowed in one class: per key per hour of the window, and per
+    resource per episode (each class is one) and per change the soak made."""
     return (
-        keys * LOG_LINES_PER_KEY + resources * LOG_LINES_PER_RESOURCE + touched * ACTION_LOG_LINES
+        keys * LOG_LINES_PER_KEY * hours
+        + resources * LOG_LINES_PER_RESOURCE
+        + touched * ACTION_LOG_LINES
     )
 
 

@@ -265,7 +265,11 @@ def judge(
     keys: int,
     hours: float,
 ) -> list[Cell]:
-    """Each count per resource (rates per scaled hour of the window, Events per episode)."""
+    """Each count per resource (rates per scaled hour of the window, Events per episode).
+
+    A rate's budget holds for every hour of the window; what a resource the soak changed
+    may add (``ACTION``) is a one-off, not a rate: it is not stretched by a longer window.
+    """
     n = max(1, len(fleet))
     hours = max(hours, 1e-9)
     cells = []
@@ -276,7 +280,7 @@ def judge(
         ("normals", counts.normals, False),
     ):
         scale = hours if rate else 1.0
-        allowed, extra = getattr(budget, name), getattr(ACTION, name)
+        allowed, extra = getattr(budget, name), getattr(ACTION, name) / scale
         total = (
             sum(per.values())
             + (counts.calls_unattributed if name == "calls" else 0)
@@ -291,9 +295,9 @@ def judge(
                 worst_margin = value - ceiling
                 cell.worst, cell.worst_ceiling, cell.worst_who = value, ceiling, "/".join(key)
         cells.append(cell)
-    log_budget = log_lines_budget(keys, n, len(touched))
+    log_budget = log_lines_budget(keys, n, len(touched), hours)
     cells.append(
-        Cell("log lines", counts.log_lines / n / hours, log_budget / n, per_resource=False)
+        Cell("log lines", counts.log_lines / n / hours, log_budget / n / hours, per_resource=False)
     )
     worst_key = max(counts.lists_by_key.values(), default=0)
     cells.append(Cell("lists/key", worst_key / hours, budget.lists_per_key, per_resource=False))

@@ -130,3 +130,15 @@ def test_log_templates_fold_what_varies_between_resources() -> None:
     one = "2026-12-04 15:44:31,583 INFO    x: soak-0/soak-12: retry 1 of 2 in 0.5s (wh_Ab1)"
     two = "2026-12-04 15:44:32,001 INFO    x: soak-1/soak-7: retry 2 of 2 in 1.2s (wh_Zz9)"
     assert measure.log_template(one) == measure.log_template(two)
+
+
+def test_a_touched_resources_allowance_is_not_stretched_by_a_longer_window() -> None:
+    fleet = {("ns", "a")}
+    counts = measure.Counts(seconds=120)
+    counts.writes[("ns", "a")] = 7  # a create's 3 writes and 4 more, over two hours
+    small = budget.Budget(calls=0, writes=1, warnings=1, normals=1)
+    judged = measure.judge(counts, small, fleet=fleet, touched=fleet, keys=1, hours=2.0)
+    writes = next(c for c in judged if c.name == "writes")
+    assert writes.worst_ceiling == pytest.approx(1 + 3 / 2)  # 2 h x 1, plus the one-off 3
+    assert writes.worst == pytest.approx(3.5)
+    assert not writes.ok
