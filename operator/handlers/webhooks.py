@@ -25,7 +25,7 @@ from blooio_operator.handlers.diffbase import StatusDiffBase
 from blooio_operator.handlers.events import KopfEvents, KubeEvents
 from blooio_operator.handlers.registry import Registry
 from blooio_operator.handlers.relist import RelistAudit
-from blooio_operator.handlers.sweep import SweepRetries, periodic_sweep
+from blooio_operator.handlers.sweep import SweepChecks, SweepRetries, periodic_sweep
 from blooio_operator.kube import KubeClient, KubeError, KubeForbidden
 from blooio_operator.kube.client import COMPONENT, load_api_client
 from blooio_operator.logs import quiet_success
@@ -39,7 +39,6 @@ from blooio_operator.reconcile.errors import (
     CredentialsFailure,
     PermanentFailure,
     ReconcileError,
-    transient_delay,
 )
 from blooio_operator.reconcile.snapshots import SnapshotCache
 from blooio_operator.settings import Settings
@@ -344,69 +343,29 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
     async def start_periodic_checks(memo: kopf.Memo, **_: Any) -> None:
         memo["sweep_retries"] = retries
 
-        def current() -> list[str]:
-            # Resources being deleted are the finalizer's; the check skips them too.
-            # A resource whose retry is scheduled is left to it (never pre-empted).
-            return [
-                uid
-                for uid in known.uids()
-                if uid not in retries
-                and not (known.body(uid) or {}).get("metadata", {}).get("deletionTimestamp")
-            ]
-
-        async def regular(uid: str) -> None:
-            if uid not in retries:
-                await check(uid, retrying=False)
-
-        async def retry(uid: str) -> None:
-            await check(uid, retrying=True)
-
-        async def check(uid: str, *, retrying: bool) -> None:
-            # The body as the registry holds it now (moments old), not as the pass began;
-            # the check reads it again before it changes anything.
-            deps: Deps = memo["deps"]
-            body = known.body(uid)
-            if body is None:
-                forget(deps, uid)  # deleted meanwhile
-                return
-
+        async def run_check(body: dict[str, Any], retrying: bool) -> None:
             async def step(ctx: WebhookContext) -> None:
                 await periodic.periodic_check(ctx, retrying=retrying)
 
-            try:
-                await run(
-                    kopf.Body(cast(kopf.RawBody, body)),
-                    None,  # the sweep's writes are its own: no kopf patch follows them
-                    memo,
-                    0,
-                    "periodic",
-                    step,
-                    events=KubeEvents(deps.kube, body),
-                )
-            except kopf.TemporaryError as exc:
-                # Recorded in the conditions (and an Event) by run(); no kopf handler
-                # will retry what the sweep started, so the sweep does, after the delay
-                # the episode's attempt count gave (reconcile.episodes).
-                retries.schedule(uid, exc.delay or 10.0, retry)
-            except kopf.PermanentError:
-                pass  # recorded as Stalled; waits for a change of the spec
-            except Exception as exc:  # outside the recorded path (the re-read before it)
-                attempt = deps.backoff.next_attempt(uid) if retrying else 0
-                delay = transient_delay(deps.settings, attempt)
-                log.log(
-                    logging.WARNING if attempt == 0 else logging.DEBUG,
-                    "periodic check of %s/%s failed: %s; retrying in %.0fs",
-                    body["metadata"]["namespace"],
-                    body["metadata"]["name"],
-                    exc,
-                    delay,
-                )
-                if retrying:  # a retry chain is never lost; a regular check has the next pass
-                    retries.schedule(uid, delay, retry)
+            await run(
+                kopf.Body(cast(kopf.RawBody, body)),
+                None,  # the sweep's writes are its own: no kopf patch follows them
+                memo,
+                0,
+                "periodic",
+                step,
+                events=KubeEvents(memo["deps"].kube, body),
+            )
 
+        checks = SweepChecks(
+            known, retries, run_check, lambda uid: forget(memo["deps"], uid), lambda: memo["deps"]
+        )
         memo["periodic"] = asyncio.create_task(
             periodic_sweep(
-                current, regular, interval=settings.secret_check_interval_seconds, retries=retries
+                checks.current,
+                checks.regular,
+                interval=settings.secret_check_interval_seconds,
+                retries=retries,
             ),
             name="periodic-checks",
         )

@@ -184,3 +184,36 @@ async def test_a_listing_that_holds_everything_costs_no_list() -> None:
     assert lists == 0
     assert registry.uids() == ["a"]
     await audit.close()
+
+
+async def test_no_retry_chain_is_lost() -> None:
+    """Found by issue 18 (read from the code): the re-read before a sweep retry sat
+    outside the error handling, so a Kubernetes error there scheduled nothing."""
+    import kopf
+
+    from blooio_operator.handlers.sweep import SweepChecks
+    from blooio_operator.kube import KubeError
+
+    world = World()
+    registry = Registry()
+    registry.observe(body("a", "wh_a"))
+    retries = SweepRetries()
+    outcomes: list[BaseException] = [KubeError(503, "unavailable", "read")]
+
+    async def run_check(_body: dict, retrying: bool) -> None:  # type: ignore[type-arg]
+        if outcomes:
+            raise outcomes.pop(0)
+
+    checks = SweepChecks(registry, retries, run_check, registry.forget, lambda: world.deps)
+    await checks.check("a", retrying=True)
+    assert "a" in retries  # the chain goes on
+    assert world.deps.backoff.attempts("a") == 1
+    retries.discard("a")
+    outcomes.append(KubeError(503, "unavailable", "read"))
+    await checks.check("a", retrying=False)
+    assert "a" not in retries  # a regular check has the next pass
+    outcomes.append(kopf.TemporaryError("x", delay=60))
+    await checks.check("a", retrying=False)
+    assert "a" in retries
+    assert checks.current() == []  # never pre-empted by the regular pass
+    await retries.close()
