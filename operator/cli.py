@@ -33,6 +33,13 @@ def _run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         default=[],
         help="watch only this namespace (repeatable; globs allowed)",
     )
+    p.add_argument(
+        "--selector",
+        "-l",
+        default=None,
+        help="serve only the BlooioWebhooks this label selector matches, e.g. "
+        "blooio.com/shard=a (default: $BLOOIO_SELECTOR, all)",
+    )
     p.add_argument("--health-port", type=int, default=None, help="serve /healthz on this port")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics")
     p.add_argument(
@@ -108,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     import kopf
 
-    from blooio_operator.ha import process as ha_process
+    from blooio_operator import leader
     from blooio_operator.handlers import credentials as credentials_handlers
     from blooio_operator.handlers import deliveries as delivery_handlers
     from blooio_operator.handlers.webhooks import register
@@ -125,6 +132,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides["leader_election_lease_name"] = args.lease_name
     if args.lease_namespace is not None:
         overrides["leader_election_namespace"] = args.lease_namespace
+    if args.selector is not None:
+        overrides["selector"] = args.selector or None
     if overrides:
         settings = settings.model_copy(update=overrides)
     secrets = [settings.api_key.get_secret_value()] if settings.api_key else []
@@ -133,11 +142,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     register(registry, settings)
     delivery_handlers.register(registry, settings)
     credentials_handlers.register(registry)
-    ha_process.register(registry)  # last: it marks the leader gauge once configured
+    leader.register(registry)  # last: the shard's selector, the leader gauge
     namespaces = list(args.namespace)
     logging.getLogger("blooio_operator").info(
-        "starting: %s, Blooio at %s%s",
+        "starting: %s%s, Blooio at %s%s",
         f"namespaces {namespaces}" if namespaces else "all namespaces",
+        f", resources matching {settings.selector!r}" if settings.selector else "",
         settings.api_url,
         ", with leader election" if settings.leader_elect else "",
     )
@@ -162,16 +172,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings=settings.model_copy(update={"metrics_port": None}), namespaces=namespaces
     )
     if settings.metrics_port is not None:
-        ha_process.serve_metrics(
+        leader.serve_metrics(
             settings.metrics_port, lambda: getattr(memo.get("deps"), "metrics", None)
         )
     try:
-        config = ha_process.election_config(settings)
+        config = leader.election_config(settings)
     except ValueError as exc:
         print(f"blooio-operator run: {exc}", file=sys.stderr)
         return 2
     return asyncio.run(
-        ha_process.run_elected(
+        leader.run_elected(
             config, lambda: kopf.operator(**operator, memo=memo), health_port=args.health_port
         )
     )

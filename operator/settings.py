@@ -90,6 +90,12 @@ class Settings(BaseSettings):
         default=500, ge=1, description="Deliveries replayed at most per rotation or request."
     )
     metrics_port: int | None = None
+    selector: str | None = Field(
+        default=None,
+        description="Label selector (e.g. blooio.com/shard=a): serve only the BlooioWebhooks "
+        "it matches, filtered by the API server. One shard per selector, each its own "
+        "Deployment and Lease name.",
+    )
     leader_elect: bool = Field(
         default=False,
         description="Run only while holding the Lease (coordination.k8s.io); a standby waits. "

@@ -34,7 +34,7 @@ with `retry_after` set, for the reconcile layer to reschedule):
   duplicate delivery, which receivers must tolerate anyway).
 
 Fencing: with leader election, every request (reads too) is checked against the
-leadership term (`ha.fence`) right before it is sent, after any wait for the key's
+leadership term (`fence`) right before it is sent, after any wait for the key's
 limiter; past the term it raises `TermOver` and nothing leaves the process.
 
 Secrets: the API key only goes into the `Authorization` header of each request; the
@@ -56,7 +56,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, SecretStr, ValidationError
 
-from blooio_operator.ha import fence as fencing
+from blooio_operator import fence as fencing
 
 from .errors import (
     ApiConnectionError,
@@ -173,7 +173,7 @@ class BlooioClient:
     `limiter` bounds concurrency and rate for this key; `on_response` is called once per
     HTTP attempt for metrics and must not raise (errors in it are logged and ignored).
     `fence` is the leadership term every request is checked against (default: the running
-    operator's, `ha.fence.current()`; None without leader election).
+    operator's, `fence.current()`; None without leader election).
     """
 
     def __init__(

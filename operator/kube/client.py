@@ -23,7 +23,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from blooio_operator.ha import fence as fencing
+from blooio_operator import fence as fencing
 from blooio_operator.models.resource import GROUP, KIND, PLURAL, VERSION
 
 log = logging.getLogger("blooio_operator.kube")
@@ -193,7 +193,7 @@ def load_api_client() -> k8s.ApiClient:
 
 class KubeClient:
     """``fence``: the leadership term every write is checked against (default: the running
-    operator's, ``ha.fence.current()``; None without leader election). Reads are not
+    operator's, ``fence.current()``; None without leader election). Reads are not
     fenced; Lease calls are the term itself and never are."""
 
     def __init__(

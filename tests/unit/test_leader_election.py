@@ -17,13 +17,13 @@ import pytest
 from kubernetes import client as k8s
 from pydantic import SecretStr, ValidationError
 
+from blooio_operator import fence as fencing
+from blooio_operator import leader
 from blooio_operator.blooio import BlooioClient, CreateWebhookRequest
-from blooio_operator.ha import fence as fencing
-from blooio_operator.ha import kopf_fence, process
-from blooio_operator.ha.elector import ElectionConfig, LeaseElector
-from blooio_operator.ha.fence import Fence, TermOver
+from blooio_operator.fence import Fence, TermOver
 from blooio_operator.kube import KubeClient
 from blooio_operator.kube.client import KubeConflict, KubeError, LeaseRecord
+from blooio_operator.leader import ElectionConfig, LeaseElector
 from blooio_operator.settings import Settings
 
 
@@ -433,9 +433,9 @@ async def test_kopfs_own_writes_are_fenced() -> None:
     # wrapper sees every one of them. An upgrade that changes this fails here.
     for fn in (kopf_api.patch, kopf_api.post, kopf_api.delete, kopf_api.get):
         assert "request" in fn.__code__.co_names
-    kopf_fence.install()
-    kopf_fence.install()  # idempotent
-    assert kopf_fence.installed()
+    leader.install_kopf_fence()
+    leader.install_kopf_fence()  # idempotent
+    assert leader.kopf_fence_installed()
     seen: list[str] = []
     token = fencing.CURRENT.set(expired_fence(seen))
     try:
@@ -481,7 +481,7 @@ def test_identity_is_the_pod_name_plus_a_per_process_suffix(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("POD_NAME", "blooio-operator-7d9f-abcde")
-    a, b = process.holder_identity(), process.holder_identity()
+    a, b = leader.holder_identity(), leader.holder_identity()
     assert a.startswith("blooio-operator-7d9f-abcde_")
     assert b.startswith("blooio-operator-7d9f-abcde_")
     assert a != b
@@ -490,13 +490,13 @@ def test_identity_is_the_pod_name_plus_a_per_process_suffix(
 def test_lease_namespace_defaults_to_the_pods(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    monkeypatch.setattr(process, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
+    monkeypatch.setattr(leader, "SERVICE_ACCOUNT_NAMESPACE", tmp_path / "absent")
     monkeypatch.delenv("POD_NAMESPACE", raising=False)
     with pytest.raises(ValueError, match="POD_NAMESPACE"):
-        process.lease_namespace(None)
+        leader.lease_namespace(None)
     monkeypatch.setenv("POD_NAMESPACE", "blooio-system")
-    assert process.lease_namespace(None) == "blooio-system"
-    assert process.lease_namespace("ops") == "ops"
+    assert leader.lease_namespace(None) == "blooio-system"
+    assert leader.lease_namespace("ops") == "ops"
 
 
 def test_micro_time_format() -> None:
