@@ -10,6 +10,10 @@ from blooio_operator.models import reasons
 from blooio_operator.models.resource import Condition
 
 CondStatus = Literal["True", "False", "Unknown"]
+# Longer messages are cut: a message may quote a user value (an annotation can hold
+# 256 KiB), and the CRD takes at most 32768 characters; a status write it refused would
+# leave the condition unwritten, and the failure unreported.
+MAX_MESSAGE = 4096
 
 
 def set_condition(
@@ -24,10 +28,13 @@ def set_condition(
 ) -> list[Condition]:
     """Return ``conditions`` with ``type_`` set; ``lastTransitionTime`` moves only on a flip.
 
-    Control characters in ``message`` are escaped: a condition is shown by ``kubectl``,
-    dashboards and log shippers, and none of them should see a user value's newline.
+    Control characters in ``message`` are escaped (a condition is shown by ``kubectl``,
+    dashboards and log shippers, and none of them should see a user value's newline),
+    and a message longer than ``MAX_MESSAGE`` is cut.
     """
     message = escape_controls(message)
+    if len(message) > MAX_MESSAGE:
+        message = message[: MAX_MESSAGE - 3] + "..."
     out: list[Condition] = []
     found = False
     for cond in conditions:

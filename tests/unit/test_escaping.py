@@ -19,7 +19,7 @@ import pytest
 from blooio_operator.handlers.events import KopfEvents, KubeEvents
 from blooio_operator.logs import configure_logging, escape_controls
 from blooio_operator.models import reasons
-from blooio_operator.models.conditions import mark_stalled, set_condition
+from blooio_operator.models.conditions import MAX_MESSAGE, mark_stalled, set_condition
 from tests.unit.fakes import World
 
 FORGED = "wh_x\n2026-01-01 00:00:00,000 INFO    blooio_operator: all good"
@@ -47,6 +47,15 @@ def test_condition_messages_are_escaped() -> None:
     assert conds[0].message == FORGED.replace("\n", "\\n")
     conds = mark_stalled(conds, "AdoptionFailed", CONTROLS, generation=1, now=T0)
     assert all(one_line(c.message) for c in conds)
+
+
+def test_condition_messages_are_bounded() -> None:
+    # An annotation value can be 256 KiB; the CRD takes messages up to 32768 characters.
+    long = "wh_" + "\n" * 40_000
+    conds = set_condition([], "Ready", "False", "AdoptionFailed", long, generation=1, now=T0)
+    assert len(conds[0].message) == MAX_MESSAGE
+    assert conds[0].message.startswith("wh_\\n\\n")
+    assert conds[0].message.endswith("...")
 
 
 async def test_adopt_annotation_with_a_newline_reaches_status_escaped() -> None:
