@@ -5,7 +5,6 @@ Passed down through kopf's ``memo``; never a module-level singleton.
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -132,13 +131,13 @@ class Settings(BaseSettings):
     claim_key: SecretStr | None = Field(
         default=None,
         description="Key of the seal over the webhook ids and intents in status (any "
-        "random string of 32+ characters, the same for every replica); default: a key "
-        "the operator keeps in Secret blooio-operator-claim-key in its own namespace.",
+        "random string of 32+ characters, the same for every replica); default: derived "
+        "from the default API key.",
     )
-    claim_key_secret_namespace: str | None = Field(
+    claim_key_previous: SecretStr | None = Field(
         default=None,
-        description="Namespace of Secret blooio-operator-claim-key; default POD_NAMESPACE, "
-        "then blooio-system.",
+        description="The claim key before a rotation: claims sealed with it still verify "
+        "and are resealed with the current key.",
     )
     crash_point: str | None = Field(
         default=None, description="Testing only: SIGKILL the process at this step boundary."
@@ -159,6 +158,3 @@ class Settings(BaseSettings):
                 "BLOOIO_LEASE_RENEW_DEADLINE_SECONDS"
             )
         return self
-
-    def claim_key_namespace(self) -> str:
-        return self.claim_key_secret_namespace or os.environ.get("POD_NAMESPACE") or "blooio-system"

@@ -29,11 +29,10 @@ import hashlib
 import hmac
 import json
 import logging
-import secrets
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from blooio_operator.kube import KubeClient, KubeError, KubeForbidden
+from blooio_operator.kube import KubeClient
 from blooio_operator.models import reasons
 from blooio_operator.models.reasons import ANNOTATION_ADOPT
 from blooio_operator.models.resource import WebhookStatus
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
     from blooio_operator.reconcile.context import WebhookContext
 
 log = logging.getLogger("blooio_operator.reconcile")
-CLAIM_KEY_SECRET = "blooio-operator-claim-key"
-CLAIM_KEY_FIELD = "key"
 
 SEAL_VERSION = "v1"
 # Status fields (by alias) that name something at Blooio the resource may act on.
@@ -53,11 +50,14 @@ SEALED_FIELDS = ("webhookId", "adoptedWebhookId", "pending", "abandoned", "rotat
 
 
 class ClaimSeal:
-    """Seals and verifies claims with one operator-held key (``None``: sealing is off and
-    every status is trusted, as before issue 19)."""
+    """Seals claims with the current key and verifies them with it or the previous one
+    (a key rotation: a claim sealed with the previous key is resealed with the current
+    one on its next write). No key: sealing is off and every status is trusted, as
+    before issue 19."""
 
-    def __init__(self, key: bytes | None) -> None:
+    def __init__(self, key: bytes | None, previous: bytes | None = None) -> None:
         self._key = key
+        self._keys = [k for k in (key, previous) if k is not None]
 
     @property
     def enabled(self) -> bool:
@@ -66,23 +66,36 @@ class ClaimSeal:
     def seal(self, uid: str, status: WebhookStatus | Mapping[str, Any]) -> str | None:
         """The seal for ``status`` (the model, or its JSON form as the API server holds
         it) of the resource ``uid``; None when nothing is claimed."""
-        claimed = claimed_fields(status)
-        if not claimed or self._key is None:
-            return None
-        message = json.dumps([uid, claimed], sort_keys=True, separators=(",", ":"))
-        digest = hmac.new(self._key, message.encode(), hashlib.sha256).digest()
-        return f"{SEAL_VERSION}:" + base64.urlsafe_b64encode(digest[:24]).decode()
+        return self._seal(self._key, uid, status)
 
     def verify(self, uid: str, status: WebhookStatus | Mapping[str, Any]) -> bool:
         """True when the operator sealed exactly these claims for this resource."""
         if self._key is None:
             return True
-        expected = self.seal(uid, status)
-        if expected is None:
-            return True  # nothing claimed, nothing to trust
         dumped = status.dump() if isinstance(status, WebhookStatus) else status
         claim = dumped.get("claim")
-        return isinstance(claim, str) and hmac.compare_digest(expected, claim)
+        for key in self._keys:
+            expected = self._seal(key, uid, dumped)
+            if expected is None:
+                return True  # nothing claimed, nothing to trust
+            if isinstance(claim, str) and hmac.compare_digest(expected, claim):
+                return True
+        return False
+
+    def current(self, uid: str, status: Mapping[str, Any]) -> bool:
+        """Sealed with the current key (not only the previous one)."""
+        claim = status.get("claim")
+        expected = self.seal(uid, status)
+        return expected is None or (isinstance(claim, str) and hmac.compare_digest(expected, claim))
+
+    @staticmethod
+    def _seal(key: bytes | None, uid: str, status: WebhookStatus | Mapping[str, Any]) -> str | None:
+        claimed = claimed_fields(status)
+        if not claimed or key is None:
+            return None
+        message = json.dumps([uid, claimed], sort_keys=True, separators=(",", ":"))
+        digest = hmac.new(key, message.encode(), hashlib.sha256).digest()
+        return f"{SEAL_VERSION}:" + base64.urlsafe_b64encode(digest[:24]).decode()
 
 
 def claimed_fields(status: WebhookStatus | Mapping[str, Any]) -> dict[str, Any]:
@@ -127,9 +140,11 @@ def forget_unverified(ctx: WebhookContext) -> None:
 
 
 async def load_seal(settings: Settings, kube: KubeClient) -> ClaimSeal:
-    """The operator's seal key: ``BLOOIO_CLAIM_KEY``; else the Secret it keeps in its own
-    namespace (created at first start, shared by every replica); else derived from the
-    default API key (rotating that key then unseals every claim); else sealing is off."""
+    """The seal's key, from configuration only (never from a call that may fail for a
+    moment: a restarting API server answers 403 until its RBAC caches are warm, and a
+    fallback to another key then would unseal the whole fleet): ``BLOOIO_CLAIM_KEY``,
+    else derived from the default API key, else sealing is off.
+    ``BLOOIO_CLAIM_KEY_PREVIOUS`` still verifies during a rotation of the key."""
     served = await kube.served_status_fields()
     if served is not None and "claim" not in served:
         # The API server would prune status.claim: every claim would look forged.
@@ -138,38 +153,20 @@ async def load_seal(settings: Settings, kube: KubeClient) -> ClaimSeal:
             "operator): claims are not sealed; apply deploy/crds and restart the operator"
         )
         return ClaimSeal(None)
+    previous = (
+        derive_key(settings.claim_key_previous.get_secret_value())
+        if settings.claim_key_previous is not None
+        else None
+    )
     if settings.claim_key is not None:
-        return ClaimSeal(derive_key(settings.claim_key.get_secret_value()))
-    namespace, name = settings.claim_key_namespace(), CLAIM_KEY_SECRET
-    try:
-        view = await kube.read_secret(namespace, name)
-        if view is None:
-            try:
-                await kube.write_secret(
-                    namespace,
-                    name,
-                    data={CLAIM_KEY_FIELD: secrets.token_hex(32)},
-                    labels={reasons.LABEL_MANAGED_BY: reasons.MANAGED_BY},
-                    annotations={},
-                    owner=None,
-                    exists=False,
-                )
-            except KubeError as exc:
-                if exc.status != 409:  # another replica created it first: read theirs
-                    raise
-            view = await kube.read_secret(namespace, name)
-        value = view.data.get(CLAIM_KEY_FIELD) if view is not None else None
-        if value:
-            return ClaimSeal(derive_key(value.decode()))
-    except KubeForbidden as exc:  # anything else (the API server away) is retried
-        log.warning("cannot keep the claim key in Secret %s/%s: %s", namespace, name, exc)
+        return ClaimSeal(derive_key(settings.claim_key.get_secret_value()), previous)
     if settings.api_key is not None:
-        log.warning(
+        log.info(
             "claims are sealed with a key derived from the default API key (set "
-            "BLOOIO_CLAIM_KEY): rotating that key makes every resource ClaimUnverified"
+            "BLOOIO_CLAIM_KEY before rotating that key; docs/operations.md)"
         )
-        return ClaimSeal(derive_key(settings.api_key.get_secret_value()))
-    log.warning("claims are not sealed (no BLOOIO_CLAIM_KEY, no Secret, no default key)")
+        return ClaimSeal(derive_key(settings.api_key.get_secret_value()), previous)
+    log.warning("claims are not sealed: no BLOOIO_CLAIM_KEY and no default API key")
     return ClaimSeal(None)
 
 
@@ -189,6 +186,10 @@ async def seal_legacy(
         uid, status, webhook_id = r["uid"], r["status"], str(r["status"]["webhookId"])
         if seal.verify(uid, status):
             held[uid] = webhook_id
+            if not seal.current(uid, status):  # a key rotation: reseal with the new key
+                await kube.patch_status(
+                    r["namespace"], r["name"], {"claim": seal.seal(uid, status)}
+                )
         elif "claim" not in status and named[webhook_id] == 1:
             claim = seal.seal(uid, status)
             await kube.patch_status(r["namespace"], r["name"], {"claim": claim})

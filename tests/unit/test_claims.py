@@ -90,3 +90,13 @@ def test_the_registry_holds_only_sealed_claims_and_reservations_are_exclusive() 
     assert not registry.reserve("uy", "wh_3")
     assert "wh_3" in registry.claimed_by_others("uy")
     assert not registry.reserve("uy", "wh_1")
+
+
+def test_a_rotated_claim_key_still_verifies_with_the_previous_one() -> None:
+    status = {"webhookId": "wh_1"}
+    old = ClaimSeal(derive_key("old"))
+    status["claim"] = old.seal("u1", status)  # type: ignore[assignment]
+    rotated = ClaimSeal(derive_key("new"), derive_key("old"))
+    assert rotated.verify("u1", status)
+    assert not rotated.current("u1", status)  # resealed at start and on the next write
+    assert not ClaimSeal(derive_key("new")).verify("u1", status)
