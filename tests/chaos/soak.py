@@ -68,7 +68,14 @@ class Soak(SoakFleet):
         report = SoakReport(config=self.config.__dict__, scale=self.scale.describe())
         classes = fault_classes()
         for key in self.config.classes:
-            report.classes.append(self.run_class(classes[key]))
+            fc = classes[key]
+            try:
+                report.classes.append(self.run_class(fc))
+            except Exception as exc:  # the world broke: recorded, and the next class tries
+                self.log(f"{stamp()} class {key} broke off: {exc!r}")
+                broken = ClassResult(fc.key, fc.title, budget=BUDGETS[fc.key])
+                broken.errors.append(f"broke off: {exc!r}"[:400])
+                report.classes.append(broken)
         return report
 
     def run_class(self, fc: FaultClass) -> ClassResult:
