@@ -70,7 +70,8 @@ storm: install controlplane
 # Issue 18's soak: faults that last (503s, hangs, 429s, a revoked key, apiserver restarts
 # with deletions in the gap, a dead receiver), one class at a time, each for a compressed
 # hour (1 h -> 180 s), over 100 resources in 2 namespaces; counts per resource per hour
-# against the budget in tests/chaos/soak_budget.py. SOAK_ARGS adds options (--classes ad).
+# against the budget in tests/chaos/soak_budget.py; ~24 min on 2 cores. SOAK_ARGS adds
+# options (e.g. --classes ad).
 SOAK_ARGS ?=
 soak: install controlplane
 	mkdir -p .build/soak
