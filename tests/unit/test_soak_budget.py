@@ -135,10 +135,12 @@ def test_log_templates_fold_what_varies_between_resources() -> None:
 def test_a_touched_resources_allowance_is_not_stretched_by_a_longer_window() -> None:
     fleet = {("ns", "a")}
     counts = measure.Counts(seconds=120)
-    counts.writes[("ns", "a")] = 7  # a create's 3 writes and 4 more, over two hours
+    one_off = budget.ACTION.writes
+    # The one-off allowance, 2 h at 1 write/h, and 3 more: over its ceiling.
+    counts.writes[("ns", "a")] = int(one_off + 2 + 3)
     small = budget.Budget(calls=0, writes=1, warnings=1, normals=1)
     judged = measure.judge(counts, small, fleet=fleet, touched=fleet, keys=1, hours=2.0)
     writes = next(c for c in judged if c.name == "writes")
-    assert writes.worst_ceiling == pytest.approx(1 + 3 / 2)  # 2 h x 1, plus the one-off 3
-    assert writes.worst == pytest.approx(3.5)
+    assert writes.worst_ceiling == pytest.approx(1 + one_off / 2)  # not stretched by 2 h
+    assert writes.worst == pytest.approx((one_off + 5) / 2)
     assert not writes.ok
