@@ -540,22 +540,24 @@ async def run_elected(
     stop_wait = asyncio.create_task(stopping.wait(), name="standby stop")
     try:
         await asyncio.wait({acquiring, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if not acquiring.done() or acquiring.cancelled() or acquiring.exception():
+        if not acquiring.done():
             acquiring.cancel()
             await asyncio.gather(acquiring, return_exceptions=True)
             log.info("stopped as a standby")
             return 0
-        stop_wait.cancel()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
+        if acquiring.exception() is not None:
+            log.error("leader election failed", exc_info=acquiring.exception())
+            return 1
         # From here every task kopf spawns inherits the term, and every client built in
-        # them checks it before sending.
+        # them checks it before sending. Our signal handlers stay until kopf replaces
+        # them with its own, so a SIGTERM in between still ends in a release.
         fencing.CURRENT.set(elector.fence)
         install_kopf_fence()
         holding = asyncio.create_task(elector.hold(), name="renew the Lease")
         status = 0
         try:
-            await operator()
+            if not stopping.is_set():
+                await operator()
             log.info("the operator stopped; releasing the Lease")
         except Exception:
             log.exception("the operator failed; releasing the Lease")

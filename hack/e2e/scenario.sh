@@ -6,13 +6,16 @@
 #
 # 1. the Blooio simulator runs in the cluster (same image, `blooio-operator simulate`);
 # 2. `kubectl apply -k` of an overlay of deploy/ that only swaps the image and the Blooio
-#    URL; the operator Deployment becomes Available (probes passing, uid 65532,
-#    read-only root filesystem);
+#    URL; the operator Deployment becomes Available with its 2 replicas (probes passing,
+#    uid 65532, read-only root filesystem), one leading (the Lease's holder), one standby;
 # 3. `kubectl apply -k` of an overlay of examples/ that only swaps the receiver's image;
 #    the BlooioWebhook becomes Ready, the receiver pods mount its Secret;
 # 4. the simulator delivers a signed event to each receiver pod, which answers 204;
-# 5. more BlooioWebhooks while Blooio is slow, and the operator pod is deleted mid-way:
-#    the new pod finishes them, with exactly one remote webhook each;
+# 5. more BlooioWebhooks while Blooio is slow, and the leader pod is deleted mid-way:
+#    the standby takes the Lease over and finishes them, with exactly one remote webhook
+#    each; a resource created right after the delete is Ready within 20 s; then twenty
+#    more, one every half second, while `kubectl rollout restart` replaces both replicas:
+#    no duplicate, none waits longer than the lease duration plus 15 s to be Ready;
 # 6. rotation with blooio.com/rotate-secret: time until the Secret changes, and until
 #    every receiver pod accepts deliveries signed with the new secret (kubelet refresh);
 # 7. `kubectl delete -k` of the examples: the operator's finalizer deletes the remote
@@ -72,6 +75,18 @@ deliver() {
 sim_webhook_count() { sim GET /_sim/webhooks | json 'len(d["data"])'; }
 secret_digest() { # fingerprint of the signing secret (never the secret itself)
   k -n shop get secret orders-blooio-webhook -o jsonpath='{.data.signing-secret}' | sha256sum | cut -c1-12
+}
+# The operator pod holding the Lease (holderIdentity is "<pod name>_<process suffix>").
+leader_pod() {
+  local holder
+  holder="$(k -n "${NS}" get lease blooio-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null || true)"
+  [[ -n "${holder}" ]] && echo "${holder%_*}"
+}
+# An operator pod's role as its readiness endpoint reports it (leader | standby).
+pod_role() {
+  k -n "${NS}" exec "$1" -c operator -- python -c '
+import json, urllib.request
+print(json.load(urllib.request.urlopen("http://127.0.0.1:8080/readyz", timeout=5))["role"])'
 }
 receiver_ips() {
   k -n shop get pods -l app.kubernetes.io/name=orders-receiver \
@@ -187,8 +202,28 @@ t_apply="$(date +%s.%N)"
 k apply -k "${WORK}/operator"
 k wait --for=condition=Established crd/blooiowebhooks.blooio.com --timeout="${TIMEOUT}"
 k -n "${NS}" wait deploy/blooio-operator --for=condition=Available --timeout="${TIMEOUT}"
+k -n "${NS}" rollout status deploy/blooio-operator --timeout="${TIMEOUT}"
 figure operator_available_s "${t_apply}"
-op_pod="$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}')"
+deadline=$((SECONDS + 60))
+until leader="$(leader_pod)"; do
+  ((SECONDS < deadline)) || die "no operator pod holds the Lease after 60 s"
+  sleep 0.5
+done
+read -r -a op_pods <<<"$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator \
+  -o jsonpath='{.items[*].metadata.name}')"
+[[ ${#op_pods[@]} -eq 2 ]] || die "expected 2 operator pods, found: ${op_pods[*]}"
+roles=""
+for pod in "${op_pods[@]}"; do
+  role="$(pod_role "${pod}")"
+  roles+="${pod}=${role} "
+  if [[ "${pod}" == "${leader}" ]]; then
+    [[ "${role}" == leader ]] || die "the Lease names ${leader}, which reports ${role}"
+  else
+    [[ "${role}" == standby ]] || die "${pod} reports ${role}; the Lease names ${leader}"
+  fi
+done
+log "2 operator replicas, both ready: ${roles}(Lease holder ${leader})"
+op_pod="${op_pods[0]}"
 ids="$(k -n "${NS}" exec "${op_pod}" -c operator -- python -c '
 import errno, os
 try:
@@ -226,8 +261,8 @@ for ip in "${pods_ips[@]}"; do
 done
 figure delivery_verified_s "${t_examples}"
 
-# ------------------------------------------------- 5. operator pod deleted mid-way
-log "three more BlooioWebhooks while Blooio answers creates slowly; operator pod deleted mid-way"
+# ------------------------------------------------- 5. leader pod deleted mid-way
+log "three more BlooioWebhooks while Blooio answers creates slowly; the leader pod deleted mid-way"
 sim POST /_sim/faults '{"rules": [{"kind": "latency", "endpoint": "POST /webhooks", "ms": 3000, "count": 3}]}' >/dev/null
 posts() { sim GET /_sim/calls | json 'len([c for c in d["calls"] if c["endpoint"] == "POST /webhooks"])'; }
 before_posts="$(posts)"
@@ -248,9 +283,31 @@ until (($(posts) > before_posts)); do
   sleep 0.2
 done
 posts_at_delete="$(posts)"
+op_pod="$(leader_pod)" || die "no operator pod holds the Lease"
 k -n "${NS}" delete pod "${op_pod}" --wait=false
 t_restart="$(date +%s.%N)"
-log "operator pod ${op_pod} deleted after $((posts_at_delete - before_posts)) of the 3 creates reached Blooio"
+log "leader pod ${op_pod} deleted after $((posts_at_delete - before_posts)) of the 3 creates reached Blooio"
+# One more resource right away: the standby must handle it within 20 s of the delete.
+k apply -f - <<END
+apiVersion: blooio.com/v1alpha1
+kind: BlooioWebhook
+metadata: {name: e2e-d, namespace: shop}
+spec:
+  url: https://e2e-d.shop.example.com/blooio
+  eventTypes: [message.received]
+END
+deadline=$((SECONDS + 60))
+until new_leader="$(leader_pod)" && [[ "${new_leader}" != "${op_pod}" ]]; do
+  ((SECONDS < deadline)) || die "no other pod took the Lease over within 60 s"
+  sleep 0.2
+done
+figure leader_failover_s "${t_restart}"
+log "the Lease passed from ${op_pod} to ${new_leader}"
+k -n shop wait bwh/e2e-d --for=condition=Ready --timeout="${TIMEOUT}"
+figure new_resource_ready_after_leader_delete_s "${t_restart}"
+ready_after="$(elapsed "${t_restart}")"
+awk -v t="${ready_after}" 'BEGIN { exit !(t <= 20) }' ||
+  fail_later "a resource created when the leader pod was deleted took ${ready_after} s to be Ready (> 20 s)"
 deadline=$((SECONDS + 180))
 until new_pod="$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator \
   -o jsonpath='{range .items[?(@.status.containerStatuses[0].ready==true)]}{.metadata.name}{"\n"}{end}' |
@@ -263,6 +320,7 @@ for name in e2e-a e2e-b e2e-c; do
   k -n shop wait "bwh/${name}" --for=condition=Ready --timeout="${TIMEOUT}"
 done
 figure resumed_ready_s "${t_restart}"
+k -n "${NS}" rollout status deploy/blooio-operator --timeout="${TIMEOUT}"
 check="$(sim GET /_sim/webhooks | python3 -c '
 import collections, json, sys
 hooks = json.load(sys.stdin)["data"]
@@ -271,8 +329,8 @@ dups = {u: n for u, n in urls.items() if n > 1}
 print(len(hooks), "duplicates:" + (",".join(sorted(dups)) or "none"))
 ')"
 posts_total="$(posts)"
-log "simulator webhooks after the restart: ${check}; POST /webhooks calls for the three: $((posts_total - before_posts))"
-if [[ "${check}" != "4 duplicates:none" ]]; then
+log "simulator webhooks after the failover: ${check}; POST /webhooks calls for the four: $((posts_total - before_posts))"
+if [[ "${check}" != "5 duplicates:none" ]]; then
   # What each side recorded (ids, URLs, intents; never the signing secrets).
   sim GET /_sim/webhooks | python3 -c '
 import json, sys
@@ -281,16 +339,68 @@ for h in json.load(sys.stdin)["data"]:
 ' >&2
   k -n shop get bwh -o custom-columns='NAME:.metadata.name,WEBHOOK:.status.webhookId,PENDING:.status.pending.operation,ABANDONED:.status.abandoned[*].url' >&2
   # Not fatal yet: the rest of the scenario still runs and reports its figures.
-  fail_later "after the operator pod was replaced: expected 4 remote webhooks and no duplicates, got: ${check}"
+  fail_later "after the leader pod was deleted: expected 5 remote webhooks and no duplicates, got: ${check}"
 fi
-for name in e2e-a e2e-b e2e-c; do
+for name in e2e-a e2e-b e2e-c e2e-d; do
   id="$(k -n shop get bwh "${name}" -o jsonpath='{.status.webhookId}')"
   sim GET "/_sim/webhooks/${id}" >/dev/null || die "${name}: status.webhookId ${id} unknown to Blooio"
   in_secret="$(k -n shop get secret "${name}-blooio-webhook" -o jsonpath='{.data.webhook-id}' | base64 -d)"
   [[ "${in_secret}" == "${id}" ]] || fail_later "${name}: Secret names webhook ${in_secret}, status ${id}"
 done
-k -n shop delete bwh e2e-a e2e-b e2e-c --timeout="${TIMEOUT}"
+k -n shop delete bwh e2e-a e2e-b e2e-c e2e-d --timeout="${TIMEOUT}"
 [[ "$(sim_webhook_count)" == 1 ]] || die "the extra remote webhooks were not deleted"
+
+# ------------------------------------- 5b. rollout restart during a burst of creates
+log "twenty BlooioWebhooks, one every half second, during a rollout restart of the operator"
+burst=()
+for i in $(seq 0 19); do burst+=("e2e-r${i}"); done
+t_burst="$(date +%s.%N)"
+k -n "${NS}" rollout restart deploy/blooio-operator
+for name in "${burst[@]}"; do
+  k apply -f - >/dev/null <<END
+apiVersion: blooio.com/v1alpha1
+kind: BlooioWebhook
+metadata: {name: ${name}, namespace: shop, labels: {e2e: rollout}}
+spec:
+  url: https://${name}.shop.example.com/blooio
+  eventTypes: [message.received]
+END
+  sleep 0.5
+done
+figure rollout_burst_created_s "${t_burst}"
+for name in "${burst[@]}"; do
+  k -n shop wait "bwh/${name}" --for=condition=Ready --timeout="${TIMEOUT}" >/dev/null
+done
+figure rollout_burst_ready_s "${t_burst}"
+k -n "${NS}" rollout status deploy/blooio-operator --timeout="${TIMEOUT}"
+figure rollout_done_s "${t_burst}"
+# The longest any of them waited: its Ready transition minus its creation (1 s resolution).
+longest="$(k -n shop get bwh -l e2e=rollout -o json | python3 -c '
+import json, sys
+from datetime import datetime
+t = lambda v: datetime.fromisoformat(v.replace("Z", "+00:00")).timestamp()
+waits = []
+for o in json.load(sys.stdin)["items"]:
+    ready = next(c for c in o["status"]["conditions"] if c["type"] == "Ready")
+    waits.append(t(ready["lastTransitionTime"]) - t(o["metadata"]["creationTimestamp"]))
+print(f"{max(waits):.0f}")
+')"
+printf '    %s = %ss\n' rollout_longest_wait_s "${longest}" >&2
+if [[ -n "${RESULTS}" ]]; then echo "rollout_longest_wait_s=${longest}" >>"${RESULTS}"; fi
+((longest <= 30)) ||
+  fail_later "a resource created during the rollout waited ${longest} s to be Ready (> 15 s lease + 15 s)"
+check="$(sim GET /_sim/webhooks | python3 -c '
+import collections, json, sys
+hooks = json.load(sys.stdin)["data"]
+urls = collections.Counter(h["url"] for h in hooks)
+dups = {u: n for u, n in urls.items() if n > 1}
+print(len(hooks), "duplicates:" + (",".join(sorted(dups)) or "none"))
+')"
+log "simulator webhooks after the rollout: ${check}; Lease holder $(leader_pod)"
+[[ "${check}" == "21 duplicates:none" ]] ||
+  fail_later "after a rollout restart during creates: expected 21 remote webhooks and no duplicates, got: ${check}"
+k -n shop delete bwh -l e2e=rollout --timeout="${TIMEOUT}" >/dev/null
+[[ "$(sim_webhook_count)" == 1 ]] || die "the burst's remote webhooks were not deleted"
 
 # ---------------------------------------------------------------- 6. rotation
 old_digest="$(secret_digest)"
@@ -320,15 +430,19 @@ figure rotation_picked_up_s "${t_rotate}"
 figure rotation_kubelet_refresh_s "${t_secret}"
 
 # ------------------------------------------------------------------ probes
-op_pod="$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator -o jsonpath='{.items[0].metadata.name}')"
-probes="$(k -n "${NS}" get pod "${op_pod}" -o jsonpath='{.status.containerStatuses[0].started} {.status.containerStatuses[0].ready} {.status.containerStatuses[0].restartCount}')"
-[[ "${probes}" == "true true 0" ]] || die "operator pod ${op_pod} started/ready/restarts: ${probes}"
-# The startup probe fails until the process listens (expected); liveness and readiness
-# probes only run after it passed, so any failure of theirs is a real one.
-failures="$(k -n "${NS}" get events --field-selector "involvedObject.name=${op_pod},reason=Unhealthy" \
-  -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -E '^(Liveness|Readiness) probe' || true)"
-[[ -z "${failures}" ]] || die "probe failures for ${op_pod}: ${failures}"
-log "operator pod ${op_pod}: startup, liveness and readiness probes passed, no restarts"
+read -r -a op_pods <<<"$(k -n "${NS}" get pods -l app.kubernetes.io/component=operator \
+  -o jsonpath='{.items[*].metadata.name}')"
+[[ ${#op_pods[@]} -eq 2 ]] || die "expected 2 operator pods, found: ${op_pods[*]}"
+for op_pod in "${op_pods[@]}"; do
+  probes="$(k -n "${NS}" get pod "${op_pod}" -o jsonpath='{.status.containerStatuses[0].started} {.status.containerStatuses[0].ready} {.status.containerStatuses[0].restartCount}')"
+  [[ "${probes}" == "true true 0" ]] || die "operator pod ${op_pod} started/ready/restarts: ${probes}"
+  # The startup probe fails until the process listens (expected); liveness and readiness
+  # probes only run after it passed, so any failure of theirs is a real one.
+  failures="$(k -n "${NS}" get events --field-selector "involvedObject.name=${op_pod},reason=Unhealthy" \
+    -o jsonpath='{range .items[*]}{.message}{"\n"}{end}' | grep -E '^(Liveness|Readiness) probe' || true)"
+  [[ -z "${failures}" ]] || die "probe failures for ${op_pod}: ${failures}"
+  log "operator pod ${op_pod} ($(pod_role "${op_pod}")): startup, liveness and readiness probes passed, no restarts"
+done
 
 # ---------------------------------------------------------------- 7. cleanup
 if [[ "${KEEP}" == 1 ]]; then

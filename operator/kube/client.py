@@ -180,6 +180,23 @@ def _fenced(fence: fencing.Fence, action: str, fn: Callable[[], T]) -> T:
     return fn()
 
 
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _fence_transport(api: k8s.ApiClient, fence: fencing.Fence) -> None:
+    """Check the term once more where urllib3 takes over, after the client has built and
+    serialised the request: the last point before the bytes leave that we own."""
+    pool = api.rest_client.pool_manager
+    send = pool.request
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        if method.upper() not in _READ_METHODS:
+            fence.check(f"{method.upper()} {urllib3.util.parse_url(url).path}")
+        return send(method, url, *args, **kwargs)
+
+    pool.request = request  # type: ignore[method-assign]
+
+
 def load_api_client() -> k8s.ApiClient:
     """In-cluster config when running in a Pod, else the current kubeconfig."""
     try:
@@ -209,6 +226,8 @@ class KubeClient:
         self._coordination = k8s.CoordinationV1Api(api)
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="kube")
         self.fence = fence if fence is not None else fencing.current()
+        if self.fence is not None:
+            _fence_transport(api, self.fence)
         self.writes = 0
 
     async def _call(

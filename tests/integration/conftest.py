@@ -223,6 +223,13 @@ def operator_kubeconfig(
         elif doc["kind"] == "ClusterRoleBinding":
             rbac.create_cluster_role_binding(doc)
     assert any(d["kind"] == "ClusterRole" for d in docs), "deploy/manifests/rbac.yaml has no role"
+    # Leader election: the Role for Leases in the operator's own namespace.
+    for doc in load_yaml_docs(MANIFESTS / "leader-election.yaml"):
+        namespace = doc["metadata"]["namespace"]
+        if doc["kind"] == "Role":
+            rbac.create_namespaced_role(namespace, doc)
+        elif doc["kind"] == "RoleBinding":
+            rbac.create_namespaced_role_binding(namespace, doc)
     token = token_for(kube_api, "blooio-system", "blooio-operator")
     return kubeconfig_for_token(
         control_plane, token, tmp_path_factory.mktemp("operator") / "kubeconfig"
@@ -293,18 +300,21 @@ def start_operator(
 ) -> Iterator[OperatorFactory]:
     started: list[OperatorProcess] = []
 
-    def start(*, namespaces: list[str] | None = None, **env: str) -> OperatorProcess:
+    def start(
+        *, namespaces: list[str] | None = None, args: list[str] | None = None, **env: str
+    ) -> OperatorProcess:
         base = {
             "BLOOIO_API_URL": simulator.url,
             "BLOOIO_API_KEY": API_KEY,
             **FAST_OPERATOR_ENV,
         }
         base.update(env)
-        args: list[str] = []
+        argv: list[str] = []
         for ns in namespaces or [namespace]:
-            args += ["--namespace", ns]
+            argv += ["--namespace", ns]
+        argv += args or []  # e.g. --health-port for several operators at once
         op = OperatorProcess(
-            operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", base, args
+            operator_kubeconfig, tmp_path / f"operator-{len(started)}.log", base, argv
         ).start()
         started.append(op)
         return op

@@ -215,6 +215,14 @@ def container_env(
             ref = var["valueFrom"]["secretKeyRef"]
             secret = core.read_namespaced_secret(ref["name"], pod.namespace)
             env[name] = base64.b64decode(secret.data[ref["key"]]).decode()
+        elif "fieldRef" in var.get("valueFrom", {}):
+            # The downward API (POD_NAME, POD_NAMESPACE for leader election).
+            path = var["valueFrom"]["fieldRef"]["fieldPath"]
+            fields = {
+                "metadata.name": "blooio-operator-image-test",
+                "metadata.namespace": pod.namespace,
+            }
+            env[name] = fields[path]
         else:
             raise AssertionError(f"env {name}: this kind of valueFrom is not handled: {var}")
     # The one deliberate difference: Blooio is the simulator.

@@ -365,6 +365,25 @@ async def test_a_kube_write_queued_past_the_term_is_not_sent() -> None:
         kube.close()
 
 
+def test_the_kube_transport_checks_the_term_last() -> None:
+    # Where urllib3 takes over, after the request was built: a write refused, a read sent.
+    import urllib3
+
+    seen: list[str] = []
+    conf = k8s.Configuration()
+    conf.host = "http://127.0.0.1:9"
+    kube = KubeClient(k8s.ApiClient(conf), max_workers=1, fence=expired_fence(seen))
+    pool = kube._api.rest_client.pool_manager
+    try:
+        with pytest.raises(TermOver):
+            pool.request("PATCH", "http://127.0.0.1:9/api/v1/namespaces/ns/secrets/s")
+        assert seen == ["PATCH /api/v1/namespaces/ns/secrets/s"]
+        with pytest.raises(urllib3.exceptions.HTTPError):
+            pool.request("GET", "http://127.0.0.1:9/api/v1/namespaces", retries=False)
+    finally:
+        kube.close()
+
+
 async def test_blooio_requests_are_fenced() -> None:
     sent: list[httpx.Request] = []
 

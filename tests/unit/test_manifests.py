@@ -355,7 +355,10 @@ def test_kustomizations_build() -> None:
             "ServiceAccount",
             "ClusterRole",
             "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
             "Deployment",
+            "PodDisruptionBudget",
             "Service",
             "NetworkPolicy",
         ]
@@ -375,6 +378,40 @@ def test_cluster_role_is_exactly_least_privilege() -> None:
     for r in role["rules"]:
         assert "*" not in r["apiGroups"] + r["resources"] + r["verbs"]
         assert "resourceNames" not in r
+
+
+LEASE_RULES = {("coordination.k8s.io", "leases", v) for v in ("get", "create", "update")}
+
+
+def leader_election_rbac(docs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    (role,) = [d for d in by_kind(docs, "Role") if d["metadata"]["name"].endswith("-election")]
+    (binding,) = [
+        d for d in by_kind(docs, "RoleBinding") if d["metadata"]["name"].endswith("-election")
+    ]
+    return role, binding
+
+
+def test_leases_only_in_the_operators_namespace() -> None:
+    docs = manifests()
+    role, binding = leader_election_rbac(docs)
+    assert role["metadata"] == {
+        "name": "blooio-operator-leader-election",
+        "namespace": "blooio-system",
+        "labels": role["metadata"]["labels"],
+    }
+    assert rule_set(role["rules"]) == LEASE_RULES
+    assert binding["metadata"]["namespace"] == "blooio-system"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "blooio-operator-leader-election",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "blooio-operator", "namespace": "blooio-system"}
+    ]
+    # No Lease right anywhere else (the ClusterRole has none).
+    cluster = rule_set(one(docs, "ClusterRole")["rules"])
+    assert not {r for r in cluster if r[0] == "coordination.k8s.io"}
 
 
 def test_no_secret_list_or_watch_anywhere() -> None:
@@ -409,15 +446,23 @@ def deployment() -> dict[str, Any]:
 def test_deployment_shape() -> None:
     dep = deployment()
     spec = dep["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    # Two replicas with leader election (issue 20): a rollout starts the new pod before
+    # stopping an old one, so there is always a leader or a standby to take over.
+    assert spec["replicas"] == 2
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
     pod = spec["template"]["spec"]
     assert pod["serviceAccountName"] == "blooio-operator"
     (c,) = pod["containers"]
     assert c["image"] == OPERATOR_IMAGE
     assert c["args"][:2] == ["run", "--all-namespaces"]
-    assert {"--metrics-port=9090", "--health-port=8080"} <= set(c["args"])
+    assert {"--metrics-port=9090", "--health-port=8080", "--leader-elect"} <= set(c["args"])
     env = {e["name"]: e for e in c["env"]}
+    # The Lease's namespace and the holder identity come from the downward API.
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
     assert env["BLOOIO_API_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": "blooio-credentials",
         "key": "api-key",
@@ -429,8 +474,11 @@ def test_deployment_shape() -> None:
         "requests": {"cpu": "100m", "memory": "128Mi"},
         "limits": {"cpu": "1", "memory": "256Mi"},
     }
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"]["path"] == "/healthz"
+    # Readiness passes on the standby too (the role is in the body, /leader and the
+    # metric tell them apart): a rollout waits for the new pod to be ready.
+    paths = {"startupProbe": "/healthz", "livenessProbe": "/healthz", "readinessProbe": "/readyz"}
+    for probe, path in paths.items():
+        assert c[probe]["httpGet"]["path"] == path
         port = c[probe]["httpGet"]["port"]
         assert port in (8080, "health")
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
@@ -438,6 +486,25 @@ def test_deployment_shape() -> None:
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
+
+
+def test_replicas_are_spread_and_protected_from_voluntary_disruption() -> None:
+    dep = deployment()
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    anti = dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"]
+    # Soft: a single-node cluster still runs both replicas.
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in anti
+    (term,) = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+    pdb = one(manifests(), "PodDisruptionBudget")
+    assert (pdb["metadata"]["name"], pdb["metadata"]["namespace"]) == (
+        "blooio-operator",
+        "blooio-system",
+    )
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert dep["spec"]["replicas"] > pdb["spec"]["minAvailable"]  # a drain can proceed
 
 
 def assert_restricted(pod: dict[str, Any]) -> None:
@@ -523,8 +590,12 @@ def test_namespaced_variant_has_no_cluster_rbac() -> None:
     docs = kustomize(NAMESPACED)
     assert not by_kind(docs, "ClusterRole")
     assert not by_kind(docs, "ClusterRoleBinding")
-    roles = by_kind(docs, "Role")
-    bindings = by_kind(docs, "RoleBinding")
+    lease_role, lease_binding = leader_election_rbac(docs)
+    assert lease_role["metadata"]["namespace"] == "blooio-system"
+    assert rule_set(lease_role["rules"]) == LEASE_RULES
+    assert lease_binding["metadata"]["namespace"] == "blooio-system"
+    roles = [r for r in by_kind(docs, "Role") if r is not lease_role]
+    bindings = [b for b in by_kind(docs, "RoleBinding") if b is not lease_binding]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     for role in roles:
@@ -538,6 +609,12 @@ def test_namespaced_variant_has_no_cluster_rbac() -> None:
     assert "--all-namespaces" not in c["args"]
     served = sorted(a.split("=", 1)[1] for a in c["args"] if a.startswith("--namespace="))
     assert served == ["team-a", "team-b"]
+    # The same high availability as the default install.
+    assert "--leader-elect" in c["args"]
+    dep = one(docs, "Deployment")
+    assert dep["spec"]["replicas"] == 2
+    assert dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert one(docs, "PodDisruptionBudget")["spec"]["minAvailable"] == 1
 
 
 # --- Argo CD sync waves ------------------------------------------------------------------
