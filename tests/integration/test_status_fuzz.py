@@ -335,9 +335,11 @@ class Fuzzing:
 
     def assert_quiet(self, name: str, webhook_id: str) -> None:
         """No hot loop: few status writes, no Warning Event, few Blooio calls."""
+        # kopf posts Events in batches, after the status write that showed the outcome:
+        # the window starts once the Warnings of what just happened are in.
+        warnings = self._settled_warnings(name)
         obj = self.hooks.get(name)
         assert obj is not None
-        warnings = self._warnings(name)
         calls = self._calls(webhook_id)
         writes = 0
         stream = watch.Watch().stream(
@@ -381,6 +383,15 @@ class Fuzzing:
             if f"/{webhook_id}/" in c["path"]
         )
 
+    def _settled_warnings(self, name: str, settle: float = 1.0, timeout: float = 10.0) -> int:
+        count, since = self._warnings(name), time.monotonic()
+        deadline = since + timeout
+        while time.monotonic() - since < settle and time.monotonic() < deadline:
+            time.sleep(0.2)
+            if (now := self._warnings(name)) != count:
+                count, since = now, time.monotonic()
+        return count
+
     def _warnings(self, name: str) -> int:
         return sum(e.count or 1 for e in self.hooks.events(name) if e.type == "Warning")
 
@@ -407,6 +418,12 @@ def fuzzing(
     return Fuzzing(Webhooks(kube_api, namespace), simulator, start_operator(), kube_api)
 
 
+# An example takes about 3 s (up to a minute when it fails): longer runs need more time
+# than pytest-timeout's default for a test.
+long_enough = pytest.mark.timeout(max(300, 30 * EXAMPLES))
+
+
+@long_enough
 def test_status_values_never_wedge_a_resource(fuzzing: Fuzzing) -> None:
     @fuzz
     @given(st.data())
@@ -440,6 +457,7 @@ def test_status_values_never_wedge_a_resource(fuzzing: Fuzzing) -> None:
     assert fuzzing.rejected <= EXAMPLES // 5, f"the CRD refused {fuzzing.rejected} patches"
 
 
+@long_enough
 def test_annotations_never_wedge_a_resource(fuzzing: Fuzzing) -> None:
     @fuzz
     @given(st.data())
