@@ -21,7 +21,7 @@ import kopf
 
 from blooio_operator.blooio import ClientPool, RetryPolicy
 from blooio_operator.handlers import retry_logs
-from blooio_operator.handlers.diffbase import StatusDiffBase
+from blooio_operator.handlers.diffbase import StatusDiffBase, StatusProgress
 from blooio_operator.handlers.events import KopfEvents, KubeEvents
 from blooio_operator.handlers.registry import Registry
 from blooio_operator.handlers.relist import RelistAudit
@@ -112,7 +112,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         settings.posting.reporting_component = COMPONENT  # as KubeEvents posts them
         settings.posting.reporting_instance = COMPONENT
         settings.persistence.finalizer = "blooio.com/finalizer"
-        settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf")
+        # kopf's per-handler progress read defensively: a junk record written into status
+        # (a restore, a tenant) stopped kopf from handling the object for good.
+        settings.persistence.progress_storage = StatusProgress(field="status.kopf")
         settings.persistence.diffbase_storage = StatusDiffBase()
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330

@@ -13,7 +13,7 @@ import copy
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Literal, NamedTuple, Self
 
 from pydantic import (
     AfterValidator,
@@ -274,8 +274,8 @@ class WebhookStatus(_Camel):
     @model_validator(mode="wrap")
     @classmethod
     def _tolerate(
-        cls, data: Any, handler: ModelWrapValidatorHandler[WebhookStatus], info: ValidationInfo
-    ) -> WebhookStatus:
+        cls, data: Any, handler: ModelWrapValidatorHandler[Self], info: ValidationInfo
+    ) -> Self:
         """Validate what can be, drop what cannot, field by field; never raise.
 
         Unknown fields are ignored (``extra="ignore"``). A malformed field is dropped
@@ -286,7 +286,7 @@ class WebhookStatus(_Camel):
         context = info.context if isinstance(info.context, dict) else {}
         sink = context.get("dropped")
         report: list[Dropped] = sink if isinstance(sink, list) else []
-        if isinstance(data, WebhookStatus):
+        if isinstance(data, cls):
             return data
         if not isinstance(data, Mapping):
             if data is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from blooio_operator.blooio import BlooioClient, NotFound
 from blooio_operator.models import reasons
 from blooio_operator.reconcile import create as creating
@@ -10,8 +12,18 @@ from blooio_operator.reconcile.context import WebhookContext, now_iso
 from blooio_operator.reconcile.errors import PermanentFailure
 from blooio_operator.reconcile.remote import channel_of, patch_to_spec
 
+# A webhook id as Blooio makes them (wh_ and an opaque token); anything else is refused
+# before it goes into a URL (a 64 KB value made httpx raise InvalidURL, retried forever).
+WEBHOOK_ID = re.compile(r"wh_[A-Za-z0-9_-]{1,128}")
+
 
 async def adopt(ctx: WebhookContext, client: BlooioClient, webhook_id: str) -> None:
+    if not WEBHOOK_ID.fullmatch(webhook_id):
+        raise PermanentFailure(
+            reasons.ADOPTION_FAILED,
+            f"{reasons.ANNOTATION_ADOPT}: {webhook_id[:64]!r} is not a webhook id (wh_...); "
+            "nothing was sent to Blooio.",
+        )
     if webhook_id in ctx.claimed_ids or not ctx.reserve(webhook_id):
         # Checked before any call: with a shared key, anyone could otherwise take over
         # (PATCH, rotate, later delete) a webhook another team's resource holds.

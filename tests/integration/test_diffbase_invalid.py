@@ -131,12 +131,6 @@ def test_readable_progress_records_are_kept() -> None:
     assert storage.fetch(key="reconcile", body=body) == record  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kopf reads its progress records unchecked until handlers/webhooks.py configures "
-    "settings.persistence.progress_storage = handlers.diffbase.StatusProgress(field="
-    "'status.kopf'); then this passes and the marker goes",
-)
 def test_unreadable_progress_record_is_ignored_and_the_resource_handled(
     hooks: Webhooks,
     simulator: Simulator,

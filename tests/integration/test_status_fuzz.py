@@ -65,9 +65,9 @@ QUIET_SECONDS = 2.0  # the window in which a hot loop would show
 MAX_WRITES = 2  # status writes in that window (a delivery check may land in it)
 MAX_CALLS = 4  # Blooio calls about the webhook in that window
 EVENT_TYPES = ["message.received", "poll.*"]
-# kopf keeps each handler's progress in status.kopf.<handler id>; a junk record there stops
-# kopf until handlers/webhooks.py reads them through handlers.diffbase.StatusProgress (a
-# strict xfail in test_diffbase_invalid.py until then), so these keys are not written.
+# kopf keeps each handler's progress in status.kopf.<handler id>; handlers/webhooks.py reads
+# them through handlers.diffbase.StatusProgress, tested on its own in
+# test_diffbase_invalid.py; the fuzz leaves these keys alone.
 HANDLER_IDS = {"reconcile", "finalize", "registry", "deliveries"}
 
 

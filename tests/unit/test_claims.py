@@ -100,3 +100,15 @@ def test_a_rotated_claim_key_still_verifies_with_the_previous_one() -> None:
     assert rotated.verify("u1", status)
     assert not rotated.current("u1", status)  # resealed at start and on the next write
     assert not ClaimSeal(derive_key("new")).verify("u1", status)
+
+
+async def test_an_adopt_annotation_that_is_not_a_webhook_id_sends_nothing() -> None:
+    """An adopt value of 64 KB made httpx raise InvalidURL, retried forever as transient."""
+    world = World()
+    await world.ready()
+    world.set_annotation(reasons.ANNOTATION_ADOPT, "wh_" + "x" * 70_000)
+    world.reset_counters()
+    err = await world.run()
+    assert isinstance(err, PermanentFailure)
+    assert err.reason == reasons.ADOPTION_FAILED
+    assert world.blooio.calls == []
