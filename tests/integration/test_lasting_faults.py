@@ -112,7 +112,7 @@ def test_a_lasting_patch_failure_backs_off_with_one_warning_and_no_flips(
     assert remote is not None
     assert remote["url"] == URL
     assert warnings(hooks, "orders", "RemoteError") == 1
-    assert "DriftCorrected" in hooks.event_reasons("orders")
+    hooks.wait_event("orders", "DriftCorrected")  # Events are posted after the status
     # The next change is handled as usual.
     hooks.patch("orders", {"spec": {"eventTypes": ["message.received"]}})
     wait_for(
@@ -157,7 +157,7 @@ def test_a_revoked_default_key_shows_on_every_resource_once_and_heals(
     simulator.admin.add_api_key(API_KEY)
     for name in names:
         hooks.wait_ready(name, timeout=60)
-        assert "FailureCleared" in hooks.event_reasons(name)
+        hooks.wait_event(name, "FailureCleared")  # kopf posts Events after the status
         assert warnings(hooks, name, "CredentialsInvalid") == 1
     hooks.create("fresh", {"url": url(99)})
     hooks.wait_ready("fresh", timeout=60)
@@ -197,5 +197,5 @@ def test_the_registry_forgets_what_a_relist_no_longer_holds(
     hooks.create("new", {"url": URL}, annotations={"blooio.com/adopt-webhook-id": orphan})
     status = hooks.wait_ready("new", timeout=90)
     assert status["webhookId"] == orphan
-    assert "Adopted" in hooks.event_reasons("new")
+    hooks.wait_event("new", "Adopted")
     assert len(simulator.webhooks()) == 1
