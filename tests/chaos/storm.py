@@ -307,8 +307,7 @@ class Storm:
             for thread in threads:
                 thread.join()
             disruptor.join()  # every kill is done (they go on after creation if it was quick)
-            if not self.world.operator.alive():
-                self.world.operator.start()
+            self.operators_up()
             self.report.storm_seconds = time.monotonic() - started
             if self.config.faults:
                 self.fault_tail()
@@ -332,12 +331,20 @@ class Storm:
         self.log(f"{stamp()} storm over after {time.monotonic() - started:.0f}s; faults off")
         self.judge()
         self.report.blooio_calls = dict(sim.admin.counts())
-        logs = self.world.operator.logs()
+        logs = self.operator_logs()
         self.report.operator_log_errors = sum(
             1 for line in logs.splitlines() if " ERROR " in line or line.startswith("ERROR")
         )
         self.report.operator_log_tracebacks = logs.count("Traceback (most recent call last)")
         return self.report
+
+    def operators_up(self) -> None:
+        """After the disruptions: every operator process runs (storm_ha has two)."""
+        if not self.world.operator.alive():
+            self.world.operator.start()
+
+    def operator_logs(self) -> str:
+        return self.world.operator.logs()
 
     def plan_ops(self) -> list[tuple[float, str]]:
         """(share of the fleet created before it may run, kind), in the order to run them."""
@@ -730,6 +737,30 @@ def stamp() -> str:
     return time.strftime("%H:%M:%S")
 
 
+def world_of(
+    args: argparse.Namespace, work: Path, namespaces: list[str], env: dict[str, str]
+) -> contextlib.AbstractContextManager[World]:
+    if args.replicas == 1:
+        return local_world(work, namespaces=namespaces, env=env)
+    from tests.chaos.storm_ha import ha_world
+
+    return ha_world(work, namespaces=namespaces, env=env)
+
+
+def storm_of(
+    args: argparse.Namespace, world: World, config: StormConfig, seed: int, work: Path
+) -> Storm:
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    if args.replicas == 1:
+        return Storm(world, config, seed, log=log, dump_dir=work)
+    from tests.chaos.storm_ha import HAStorm, HAWorld
+
+    assert isinstance(world, HAWorld)
+    return HAStorm(world, config, seed, args.ha_mode, log=log, dump_dir=work)
+
+
 def main(argv: list[str] | None = None) -> int:
     sigterm_is_ctrl_c()  # SIGTERM stops the world it started, as Ctrl-C does
     parser = argparse.ArgumentParser(prog="python -m tests.chaos.storm", description=__doc__)
@@ -750,6 +781,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log-level", default=None, help="operator log level (default DEBUG)")
     parser.add_argument("--work-dir", type=Path, default=None, help="keep logs here")
     parser.add_argument("--report", type=Path, default=None, help="write the summary as JSON")
+    parser.add_argument(
+        "--replicas", type=int, choices=(1, 2), default=1, help="2: leader election (storm_ha)"
+    )
+    parser.add_argument(
+        "--ha-mode",
+        choices=("kill-leader", "partition"),
+        default="kill-leader",
+        help="with --replicas 2: SIGKILL the leader, or SIGSTOP it past the Lease",
+    )
     args = parser.parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     lo, _, hi = args.ops.partition("-")
@@ -775,15 +815,15 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         print(
             f"storm: seed {seed}, {config.resources} resources in {namespaces}, "
-            f"{config.kills} kills, secret check every "
+            f"{config.kills} kills, {args.replicas} replica(s)"
+            + (f" ({args.ha_mode})" if args.replicas > 1 else "")
+            + ", secret check every "
             f"{env['BLOOIO_SECRET_CHECK_INTERVAL_SECONDS']}s, logs in {work}",
             flush=True,
         )
         try:
-            with local_world(work, namespaces=namespaces, env=env) as world:
-                storm = Storm(
-                    world, config, seed, log=lambda line: print(line, flush=True), dump_dir=work
-                )
+            with world_of(args, work, namespaces, env) as world:
+                storm = storm_of(args, world, config, seed, work)
                 storm.report.commit = git_commit()
                 storm.report.operator_env = env
                 report = storm.run()
