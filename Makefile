@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 export GOTOOLCHAIN := local
 
-.PHONY: install controlplane lint format test test-unit test-integration dev bench bench-smoke chaos storm soak clean
+.PHONY: install controlplane lint format test test-unit test-integration dev bench bench-smoke chaos storm storm-ha soak clean
 
 # pip runs as a script, never `python -m pip` from here: with the repository root first on
 # sys.path, the directory operator/ would shadow the standard library's `operator` in a
@@ -59,12 +59,25 @@ chaos: install controlplane
 # Issue 11's storm, one world per seed, one after another (each ~2-3 min on 2 cores, ~7 if a
 # count stays above zero until the 5-minute deadline):
 # 300 resources in 3 namespaces, 12 operator kills, Blooio faults, an apiserver restart.
+# STORM_ARGS adds options, e.g. --replicas 2 --ha-mode partition (issue 20: two replicas
+# with leader election, every disruption aimed at the leader; tests/chaos/storm_ha.py);
+# STORM_DIR keeps each kind of run's logs and reports apart.
 STORM_SEEDS ?= 1 2 3 4 5
+STORM_ARGS ?=
+STORM_DIR ?= .build/storm
 storm: install controlplane
-	mkdir -p .build/storm
+	mkdir -p $(STORM_DIR)
 	rc=0; for seed in $(STORM_SEEDS); do \
-	  $(VPY) -m tests.chaos.storm --seed $$seed --work-dir .build/storm/seed-$$seed \
-	    --report .build/storm/seed-$$seed.json || rc=1; \
+	  $(VPY) -m tests.chaos.storm --seed $$seed --work-dir $(STORM_DIR)/seed-$$seed \
+	    --report $(STORM_DIR)/seed-$$seed.json $(STORM_ARGS) || rc=1; \
+	done; exit $$rc
+
+# Issue 20's storm with two replicas, both modes, three seeds each (~4 min per seed on 2 cores).
+STORM_HA_SEEDS ?= 1 2 3
+storm-ha: install controlplane
+	rc=0; for mode in kill-leader partition; do \
+	  $(MAKE) --no-print-directory storm STORM_SEEDS="$(STORM_HA_SEEDS)" \
+	    STORM_ARGS="--replicas 2 --ha-mode $$mode $(STORM_ARGS)" STORM_DIR=.build/storm-ha-$$mode || rc=1; \
 	done; exit $$rc
 
 # Issue 18's soak: faults that last (503s, hangs, 429s, a revoked key, apiserver restarts
