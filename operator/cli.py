@@ -172,8 +172,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         settings=settings.model_copy(update={"metrics_port": None}), namespaces=namespaces
     )
     if settings.metrics_port is not None:
+        from blooio_operator.metrics_server import kube_auth
+
         leader.serve_metrics(
-            settings.metrics_port, lambda: getattr(memo.get("deps"), "metrics", None)
+            settings.metrics_port,
+            lambda: getattr(memo.get("deps"), "metrics", None),
+            kube_auth(settings.metrics_auth),
         )
     try:
         config = leader.election_config(settings)

@@ -72,11 +72,12 @@ from typing import Any, Protocol
 import kopf
 from aiohttp import web
 from kopf._cogs.clients import api as kopf_api
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from blooio_operator import fence as fencing
+from blooio_operator import metrics_server
 from blooio_operator.fence import Fence, clock
 from blooio_operator.kube.client import (
     KubeClient,
@@ -86,6 +87,7 @@ from blooio_operator.kube.client import (
     load_api_client,
 )
 from blooio_operator.metrics import Metrics
+from blooio_operator.metrics_auth import MetricsAuth
 from blooio_operator.models.resource import GROUP, PLURAL
 from blooio_operator.settings import Settings
 
@@ -489,10 +491,12 @@ class _RoleMetrics(Collector):
             yield from metrics.registry.collect()
 
 
-def serve_metrics(port: int, active: Callable[[], Metrics | None]) -> None:
+def serve_metrics(
+    port: int, active: Callable[[], Metrics | None], auth: MetricsAuth | None = None
+) -> None:
     registry = CollectorRegistry()
     registry.register(_RoleMetrics(active))
-    start_http_server(port, addr="0.0.0.0", registry=registry)  # noqa: S104 - a Pod port
+    metrics_server.serve(port, registry, auth)
 
 
 async def _serve_probes(port: int, elector: LeaseElector) -> web.AppRunner:

@@ -89,6 +89,19 @@ class Settings(BaseSettings):
         default=500, ge=1, description="Deliveries replayed at most per rotation or request."
     )
     metrics_port: int | None = None
+    metrics_auth: bool = Field(
+        default=True,
+        description="/metrics requires a bearer token that may get the non-resource URL "
+        "/metrics (TokenReview + SubjectAccessReview); false: open to whoever reaches the port.",
+    )
+    metrics_resource_readiness: bool = Field(
+        default=True,
+        description="Export blooio_operator_resource_ready: one series per resource.",
+    )
+    metrics_delivery_detail: bool = Field(
+        default=False,
+        description="Export the per-resource delivery series (four per resource).",
+    )
     selector: str | None = Field(
         default=None,
         description="Label selector (e.g. blooio.com/shard=a): serve only the BlooioWebhooks "

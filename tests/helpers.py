@@ -19,6 +19,9 @@ FAST_OPERATOR_ENV = {
     "BLOOIO_TRANSIENT_RETRY_CAP_SECONDS": "3",
     "BLOOIO_RECOVERY_DELAY_SECONDS": "1",
     "BLOOIO_HTTP_TIMEOUT_SECONDS": "3",
+    # /metrics open to the tests that scrape it; tests/integration/test_metrics_auth.py
+    # turns the token check (the default) back on.
+    "BLOOIO_METRICS_AUTH": "false",
 }
 
 

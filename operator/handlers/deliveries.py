@@ -38,7 +38,7 @@ from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION, WebhookStatus
 from blooio_operator.reconcile import replay, replay_plan
 from blooio_operator.reconcile.context import Deps, WebhookContext, now_iso, parse_iso
-from blooio_operator.reconcile.deliveries import apply_health, list_deliveries
+from blooio_operator.reconcile.deliveries import apply_health, list_deliveries, verdict
 from blooio_operator.reconcile.errors import CredentialsFailure, ReconcileError
 from blooio_operator.settings import Settings
 
@@ -276,10 +276,12 @@ async def check_health(
         return False
     last = listing.last_delivered()
     deps.metrics.observe_deliveries(
+        ctx.uid,
         ctx.namespace,
         ctx.name,
         listing.counts(),
         (last.created_at or 0) / 1000 if last is not None else None,
+        verdict(listing, max_pages=settings.deliveries_health_pages)[0],
     )
     now = now_iso()
     pages = settings.deliveries_health_pages
@@ -368,7 +370,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 timers.forget(uid)
             deps: Deps | None = memo.get("deps")
             if deps is not None:
-                deps.metrics.forget_webhook(meta["namespace"], meta["name"])
+                deps.metrics.forget(uid)
             return
         refs[uid] = (body["apiVersion"], body["kind"], meta["namespace"], meta["name"], uid)
         old_id = webhook_ids.get(uid)

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import kopf
 
+from blooio_operator import metrics_server
 from blooio_operator.blooio import ClientPool, RetryPolicy
 from blooio_operator.handlers import retry_logs
 from blooio_operator.handlers.diffbase import StatusDiffBase, StatusProgress
@@ -30,6 +31,7 @@ from blooio_operator.kube import KubeClient, KubeError, KubeForbidden
 from blooio_operator.kube.client import COMPONENT, load_api_client
 from blooio_operator.logs import quiet_success
 from blooio_operator.metrics import Metrics
+from blooio_operator.metrics_server import kube_auth
 from blooio_operator.models import reasons
 from blooio_operator.models.resource import GROUP, PLURAL, VERSION
 from blooio_operator.reconcile import claims, deletion, episodes, lifecycle, periodic
@@ -130,7 +132,9 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
             # Exact namespaces: nothing to discover, and the namespaced RBAC variant
             # deliberately cannot list namespaces or watch CRDs.
             settings.scanning.disabled = True
-        metrics = Metrics()
+        metrics = Metrics(
+            readiness=app.metrics_resource_readiness, delivery_detail=app.metrics_delivery_detail
+        )
         snapshots = SnapshotCache(
             app.drift_interval_seconds, failure_cap=app.transient_retry_cap_seconds
         )
@@ -155,7 +159,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         )
         metrics.rejected_keys.set_function(lambda: len(snapshots.rejected))
         if app.metrics_port is not None:
-            metrics.serve(app.metrics_port)
+            metrics_server.serve(app.metrics_port, metrics.registry, kube_auth(app.metrics_auth))
 
     @kopf.on.startup(registry=registry, id="seed_claims", backoff=2.0)
     async def seed_claims(memo: kopf.Memo, **_: Any) -> None:
@@ -200,6 +204,8 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
         # async: a sync handler would be sent to a thread pool on every event.
         if type == "DELETED":
             known.forget(body["metadata"]["uid"])
+            if memo.get("deps") is not None:  # gone without our finalizer, or left the shard
+                memo["deps"].metrics.forget(body["metadata"]["uid"])
             return
         relist: RelistAudit | None = memo.get("relist")
         if type is None and relist is not None:
@@ -208,7 +214,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
 
     def forget(deps: Deps, uid: str) -> None:
         """Drop what the handlers keep per object, once it is gone."""
-        deps.metrics.resource_conditions.pop(uid, None)
+        deps.metrics.forget(uid)  # every per-resource series
         locks.pop(uid, None)
         written_at.pop(uid, None)
         known.forget(uid)
@@ -276,9 +282,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 return
             failing = episodes.failing(ctx.status)  # the failure episode shown, if any
             where = (ctx.namespace, ctx.name)
+            started = time.monotonic()
             try:
                 await step(ctx)
             except Exception as exc:
+                deps.metrics.reconcile_duration.labels(trigger).observe(time.monotonic() - started)
                 if ctx.writes:
                     written_at[uid] = time.monotonic()
                 err = await lifecycle.record_failure(ctx, exc, action=trigger)
@@ -289,6 +297,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings) -> None:
                 deps.metrics.reconciles.labels(trigger, type(err).__name__).inc()
                 _track(deps, uid, ctx)
                 raise to_kopf(err, deleting=deleting) from None
+            deps.metrics.reconcile_duration.labels(trigger).observe(time.monotonic() - started)
             if ctx.writes:
                 written_at[uid] = time.monotonic()
             quiet.ongoing.discard(where)
@@ -392,9 +401,9 @@ def _track(deps: Deps, uid: str, ctx: WebhookContext) -> None:
     st = ctx.status
     for cond in (reasons.STALLED, reasons.READY, reasons.RECONCILING):
         if st.is_true(cond):
-            deps.metrics.resource_conditions[uid] = cond
+            deps.metrics.track(uid, ctx.namespace, ctx.name, cond)
             return
-    deps.metrics.resource_conditions[uid] = "Unknown"
+    deps.metrics.track(uid, ctx.namespace, ctx.name, "Unknown")
 
 
 async def _held_webhook_ids(

@@ -693,6 +693,7 @@ async def _give_up(
     )
     _close(st, episode)
     await ctx.save_status()
+    ctx.deps.metrics.replays_given_up.labels(episode.trigger).inc()
     ctx.events.warning(reasons.DELIVERIES_NOT_REPLAYED, message)
     log.warning("%s/%s: %s", ctx.namespace, ctx.name, message)
 

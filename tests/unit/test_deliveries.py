@@ -189,8 +189,11 @@ def test_metrics_by_namespace_and_name_and_forgotten_on_delete() -> None:
 
     from blooio_operator.metrics import Metrics
 
-    metrics = Metrics()
-    metrics.observe_deliveries("shop", "orders", {"delivered": 3, "failed": 1, "pending": 0}, 1.7e9)
+    metrics = Metrics(delivery_detail=True)  # per-resource delivery series are opt-in
+    metrics.track("uid-1", "shop", "orders", "Ready")
+    metrics.observe_deliveries(
+        "uid-1", "shop", "orders", {"delivered": 3, "failed": 1, "pending": 0}, 1.7e9, "False"
+    )
     metrics.replays.labels("rotation", "posted").inc(4)
     text = generate_latest(metrics.registry).decode()
     assert (
@@ -202,8 +205,8 @@ def test_metrics_by_namespace_and_name_and_forgotten_on_delete() -> None:
         in text
     )
     assert 'blooio_operator_delivery_replays_total{result="posted",trigger="rotation"} 4.0' in text
-    metrics.forget_webhook("shop", "orders")
-    metrics.forget_webhook("shop", "orders")  # twice is fine
+    metrics.forget("uid-1")
+    metrics.forget("uid-1")  # twice is fine
     text = generate_latest(metrics.registry).decode()
     assert 'namespace="shop"' not in text
 

@@ -342,6 +342,9 @@ NAMESPACED_RULES = {
 }
 CLUSTER_ONLY_RULES = {
     *{("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")},
+    # /metrics: the scraper's token checked against the API server (issue 22).
+    ("authentication.k8s.io", "tokenreviews", "create"),
+    ("authorization.k8s.io", "subjectaccessreviews", "create"),
 }
 
 
@@ -561,6 +564,10 @@ def test_network_policy() -> None:
     assert sorted(spec["policyTypes"]) == ["Egress", "Ingress"]
     ingress_ports = [(p["port"], p["protocol"]) for r in spec["ingress"] for p in r["ports"]]
     assert ingress_ports == [(9090, "TCP")]
+    # Only from namespaces carrying the documented label (docs/operations.md, Monitoring).
+    assert [r.get("from") for r in spec["ingress"]] == [
+        [{"namespaceSelector": {"matchLabels": {"metrics.blooio.com/scrape": "true"}}}]
+    ]
     egress_ports = {(p["port"], p["protocol"]) for r in spec["egress"] for p in r["ports"]}
     assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6443, "TCP")}
 
