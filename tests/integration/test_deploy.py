@@ -189,7 +189,11 @@ def operator_client(
     The ClusterRole is created under a unique name (with the shipped rules, verbatim)
     so tests neither depend on nor disturb a real install in the same cluster.
     """
-    (role,) = of_kind(kustomize(DEPLOY), "ClusterRole")
+    (role,) = [
+        r
+        for r in of_kind(kustomize(DEPLOY), "ClusterRole")
+        if r["metadata"]["name"] == "blooio-operator"  # not the tenants' roles
+    ]
     name = f"blooio-operator-test-{namespace}"
     rbac = k8s.RbacAuthorizationV1Api(kube_api)
     rbac.create_cluster_role({**role, "metadata": {"name": name}})
@@ -402,7 +406,11 @@ def test_namespaced_variant_rbac_confines_the_operator(
 ) -> None:
     served_a, served_b, unserved = served_namespaces
     docs = kustomize(NAMESPACED)
-    assert not of_kind(docs, "ClusterRole")
+    # The only ClusterRoles are the tenants' (test_chart.py), bound to nobody here.
+    assert {r["metadata"]["name"] for r in of_kind(docs, "ClusterRole")} == {
+        "blooio-operator-view",
+        "blooio-operator-edit",
+    }
     assert not of_kind(docs, "ClusterRoleBinding")
     # The served namespaces' Roles (the leader-election Role for Leases in blooio-system
     # is the default install's, checked in test_manifests).

@@ -25,7 +25,7 @@ MANIFESTS = DEPLOY / "manifests"
 NAMESPACED = DEPLOY / "variants" / "namespaced"
 EXAMPLES = ROOT / "examples"
 
-OPERATOR_IMAGE = "ghcr.io/blooio-operator/blooio-operator:0.1.0"
+OPERATOR_IMAGE = "ghcr.io/blooio-operator/blooio-operator:0.2.0"
 
 
 def load_all(path: Path) -> list[dict[str, Any]]:
@@ -314,6 +314,15 @@ def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return doc
 
 
+TENANT_ROLES = ("blooio-operator-view", "blooio-operator-edit")
+
+
+def operator_cluster_role(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The operator's ClusterRole (the tenants' ClusterRoles are tested in test_chart.py)."""
+    (doc,) = [d for d in by_kind(docs, "ClusterRole") if d["metadata"]["name"] not in TENANT_ROLES]
+    return doc
+
+
 def manifests() -> list[dict[str, Any]]:
     docs = []
     for path in sorted(MANIFESTS.glob("*.yaml")):
@@ -357,6 +366,9 @@ def test_kustomizations_build() -> None:
             "Namespace",
             "ServiceAccount",
             "ClusterRole",
+            # The tenants' roles, aggregated to view (and, when labelled, edit/admin).
+            "ClusterRole",
+            "ClusterRole",
             "ClusterRoleBinding",
             "Role",
             "RoleBinding",
@@ -375,7 +387,7 @@ CLUSTER_KINDS = {"CustomResourceDefinition", "Namespace", "ClusterRole", "Cluste
 
 
 def test_cluster_role_is_exactly_least_privilege() -> None:
-    role = one(manifests(), "ClusterRole")
+    role = operator_cluster_role(manifests())
     assert role["metadata"]["name"] == "blooio-operator"
     assert rule_set(role["rules"]) == NAMESPACED_RULES | CLUSTER_ONLY_RULES
     for r in role["rules"]:
@@ -413,7 +425,7 @@ def test_leases_only_in_the_operators_namespace() -> None:
         {"kind": "ServiceAccount", "name": "blooio-operator", "namespace": "blooio-system"}
     ]
     # No Lease right anywhere else (the ClusterRole has none).
-    cluster = rule_set(one(docs, "ClusterRole")["rules"])
+    cluster = rule_set(operator_cluster_role(docs)["rules"])
     assert not {r for r in cluster if r[0] == "coordination.k8s.io"}
 
 
@@ -595,7 +607,13 @@ def test_credentials_secret_template_is_documented_but_not_applied() -> None:
 
 def test_namespaced_variant_has_no_cluster_rbac() -> None:
     docs = kustomize(NAMESPACED)
-    assert not by_kind(docs, "ClusterRole")
+    # No cluster-wide right for the operator: no ClusterRoleBinding at all, and the only
+    # ClusterRoles are the tenants' (blooiowebhooks for users, bound by aggregation).
+    assert sorted(d["metadata"]["name"] for d in by_kind(docs, "ClusterRole")) == sorted(
+        TENANT_ROLES
+    )
+    for role in by_kind(docs, "ClusterRole"):
+        assert {(g, r) for g, r, _ in rule_set(role["rules"])} == {("blooio.com", "blooiowebhooks")}
     assert not by_kind(docs, "ClusterRoleBinding")
     lease_role, lease_binding = leader_election_rbac(docs)
     assert lease_role["metadata"]["namespace"] == "blooio-system"

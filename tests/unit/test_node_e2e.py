@@ -75,7 +75,7 @@ def _strip(docs: list[dict]) -> list[dict]:  # type: ignore[type-arg]
     text = json.dumps(docs)
     for image in (
         "localhost/blooio-operator:dev",
-        "ghcr.io/blooio-operator/blooio-operator:0.1.0",
+        "ghcr.io/blooio-operator/blooio-operator:0.2.0",
         "python:3.11.11-slim-bookworm",
         "http://10.213.0.9:8080/v4",
         "https://api.blooio.com/v4",
