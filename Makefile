@@ -35,8 +35,15 @@ format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Two pytest-xdist workers, one file per worker at a time (--dist loadfile: module fixtures
+# stay whole), each with its own control plane (session fixtures are per worker). The suite
+# mostly waits on processes, so two workers on 2 cores roughly halve it. A crashed worker
+# fails the run instead of being replaced (pytest-xdist#784: loadfile can hang on a restart),
+# and `timeout` bounds the controller itself (pytest-timeout only arms inside workers).
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart 0)
 test: install controlplane lint
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	timeout --signal=INT --kill-after=60 3000 $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_XDIST)
 
 test-unit: install
 	$(VENV)/bin/pytest -q tests/unit
