@@ -9,11 +9,19 @@ both see the same webhooks.
 - SIGKILL the leader in the middle of a burst of creates: the standby takes over and
   finishes; every resource Ready, no duplicate or orphan webhook, every Secret holding
   its webhook's current signing secret. The failover time is printed.
+  The failover time and the time from the kill to the next resource handled (Ready) are
+  printed.
 - SIGSTOP the leader in the middle of a burst for longer than the Lease, let the standby
   take over and finish, then SIGCONT: the old leader exits (status 3) without a single
-  Blooio call and without a Kubernetes write after the resume (the simulator's log with
-  timestamps, and the resourceVersions of every object it could write plus the count of
-  Events), and the fleet is as the new leader left it.
+  Blooio call and without a Kubernetes write after the resume, and the fleet is as the
+  new leader left it. Counted three ways: the simulator's call log (by API key, with
+  timestamps); the kube-apiserver's audit log (``bench/audit.py``, every write by the
+  paused replica's own ServiceAccount); the resourceVersions of every object it could
+  write plus the count of Events. This test has a control plane of its own, started
+  with an audit policy, and each replica runs as its own ServiceAccount (the shipped
+  RBAC bound to a second one), so the audit log tells their writes apart.
+
+Both burst tests create 200 resources at once (issue 20).
 """
 
 from __future__ import annotations
@@ -23,24 +31,39 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from kubernetes import client as k8s
 
+from bench import audit
+from blooio_operator.devenv.controlplane import ControlPlane, ensure_binary
 from tests.chaos.invariants import fleet_problems
-from tests.helpers import wait_for
-from tests.integration.conftest import API_KEY, OperatorFactory, OperatorProcess, Simulator
+from tests.helpers import FAST_OPERATOR_ENV, wait_for
+from tests.integration.conftest import (
+    API_KEY,
+    CRD_DIR,
+    MANIFESTS,
+    OperatorFactory,
+    OperatorProcess,
+    Simulator,
+    kubeconfig_for_token,
+    load_yaml_docs,
+    token_for,
+)
 from tests.integration.webhooks import Webhooks
 
 pytestmark = pytest.mark.integration
 
-N = 100
+N = 200
 LEASE_NS = "blooio-system"
 OTHER_KEY = "bl_test_second_replica_key_0123456789"
 EXIT_TERM_OVER = 3  # blooio_operator.leader.EXIT_TERM_OVER
@@ -124,15 +147,18 @@ class World:
             for s in self.core.list_namespaced_secret(self.ns).items
         }
 
-    def ready(self) -> int:
-        return sum(
-            1
+    def ready_names(self) -> set[str]:
+        return {
+            o["metadata"]["name"]
             for o in self.objects()
             if any(
                 c["type"] == "Ready" and c["status"] == "True"
                 for c in (o.get("status") or {}).get("conditions", [])
             )
-        )
+        }
+
+    def ready(self) -> int:
+        return len(self.ready_names())
 
     def problems(self) -> list[Any]:
         return fleet_problems(self.objects(), self.secrets(), self.sim.webhooks(), ())
@@ -163,6 +189,116 @@ def world(kube_api: k8s.ApiClient, namespace: str, simulator: Simulator) -> Iter
     w = World(kube_api, namespace, simulator)
     yield w
     w.delete_lease()
+
+
+# --- a control plane with an audit log (the SIGSTOP test) ------------------------------------
+
+SA_NS = "blooio-system"
+SA_OF = {"a": "blooio-operator", "b": "blooio-operator-b"}  # one ServiceAccount per replica
+
+
+def sa_user(name: str) -> str:
+    return f"system:serviceaccount:{SA_NS}:{name}"
+
+
+@dataclass
+class Audited:
+    cp: ControlPlane
+    api: k8s.ApiClient
+    log: audit.AuditLog
+    kubeconfigs: dict[str, Path]  # replica ("a", "b") -> its ServiceAccount's kubeconfig
+
+
+def bind_also(doc: dict[str, Any], account: str) -> dict[str, Any]:
+    """A shipped (Cluster)RoleBinding that also binds ``account`` in SA_NS."""
+    extra = {"kind": "ServiceAccount", "name": account, "namespace": SA_NS}
+    return {**doc, "subjects": [*doc.get("subjects", []), extra]}
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Audited]:
+    """This module's own control plane, with bench/audit.py's policy (every write of the
+    two replicas' ServiceAccounts), the CRD, and the shipped RBAC and Lease Role bound to
+    both ServiceAccounts. The session's control plane has no audit log."""
+    from kubernetes import config as k8s_config
+
+    work = tmp_path_factory.mktemp("audited")
+    policy, log_path = work / "audit-policy.yaml", work / "audit.log"
+    policy.write_text(audit.policy_yaml([sa_user(name) for name in SA_OF.values()]))
+    cp = ControlPlane(
+        work / "controlplane",
+        binary=ensure_binary(),
+        extra_apiserver_args=audit.apiserver_args(policy, log_path),
+    ).start()
+    try:
+        api = k8s_config.new_client_from_config(config_file=str(cp.kubeconfig))
+        crd = CRD_DIR / "blooio.com_blooiowebhooks.yaml"
+        subprocess.run(
+            ["kubectl", "--kubeconfig", str(cp.kubeconfig), "apply", "-f", str(crd)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+        custom = k8s.CustomObjectsApi(api)
+        wait_for(
+            lambda: custom.list_cluster_custom_object("blooio.com", "v1alpha1", "blooiowebhooks"),
+            timeout=60,
+            message="blooiowebhooks served",
+        )
+        core, rbac = k8s.CoreV1Api(api), k8s.RbacAuthorizationV1Api(api)
+        core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=SA_NS)))
+        for manifest in ("rbac.yaml", "leader-election.yaml"):
+            for doc in load_yaml_docs(MANIFESTS / manifest):
+                kind, ns = doc["kind"], doc["metadata"].get("namespace")
+                if kind == "ClusterRole":
+                    rbac.create_cluster_role(doc)
+                elif kind == "ClusterRoleBinding":
+                    rbac.create_cluster_role_binding(bind_also(doc, SA_OF["b"]))
+                elif kind == "Role":
+                    rbac.create_namespaced_role(ns, doc)
+                elif kind == "RoleBinding":
+                    rbac.create_namespaced_role_binding(ns, bind_also(doc, SA_OF["b"]))
+        kubeconfigs = {
+            replica: kubeconfig_for_token(cp, token_for(api, SA_NS, sa), work / f"kc-{replica}")
+            for replica, sa in SA_OF.items()
+        }
+        yield Audited(cp, api, audit.AuditLog(log_path), kubeconfigs)
+    finally:
+        cp.stop()
+
+
+@pytest.fixture
+def audited_world(
+    audited: Audited, simulator: Simulator, tmp_path: Path
+) -> Iterator[tuple[World, OperatorFactory]]:
+    """A namespace on the audited control plane, its World, and a factory starting an
+    operator there as the ServiceAccount of the replica its POD_NAME names (op-a, op-b)."""
+    ns = f"t-{os.urandom(5).hex()}"
+    core = k8s.CoreV1Api(audited.api)
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=ns)))
+    started: list[OperatorProcess] = []
+
+    def start(*, args: list[str] | None = None, **env: str) -> OperatorProcess:
+        replica = env["POD_NAME"].removeprefix("op-")
+        base = {"BLOOIO_API_URL": simulator.url, "BLOOIO_API_KEY": API_KEY, **FAST_OPERATOR_ENV}
+        op = OperatorProcess(
+            audited.kubeconfigs[replica],
+            tmp_path / f"operator-{replica}-{len(started)}.log",
+            {**base, **env},
+            ["--namespace", ns, *(args or [])],
+        ).start()
+        started.append(op)
+        return op
+
+    w = World(audited.api, ns, simulator)
+    yield w, start
+    for op in started:
+        if op.proc is not None and op.proc.poll() is None:
+            os.kill(op.proc.pid, signal.SIGCONT)  # a stopped process would not see SIGTERM
+        op.stop()
+        print(f"--- {op.log_path.name} (tail) ---\n{op.logs()[-6000:]}")
+    w.delete_lease()
+    core.delete_namespace(ns)
 
 
 def second_key_of_the_same_org(sim: Simulator) -> tuple[str, str]:
@@ -244,17 +380,26 @@ def test_standby_takes_over_a_killed_leader_mid_burst(
     killed = time.time()
     a.op.wait_exit(10)
     posts_before = a.creates(world.sim)
+    ready_at_kill = world.ready_names()
 
     wait_for(lambda: world.holder().startswith("op-b_"), timeout=30, message="b leads")
     took_over = time.time()
+    wait_for(
+        lambda: world.ready_names() - ready_at_kill,
+        timeout=60,
+        interval=0.1,
+        message="a resource Ready after the kill",
+    )
+    next_ready = time.time()
     first_b = wait_for(lambda: b.calls(world.sim, since=killed), timeout=60, message="b's calls")
     handled = min(c["ts"] for c in first_b)
-    wait_for(lambda: world.ready() == N, timeout=240, interval=1, message=f"{N} Ready")
+    wait_for(lambda: world.ready() == N, timeout=300, interval=1, message=f"{N} Ready")
     all_ready = time.time()
     print(
-        f"SIGKILL after {posts_before} of {N} creates: Lease taken over "
-        f"{took_over - killed:.1f} s after the kill, first Blooio call by the new leader "
-        f"{handled - killed:.1f} s after it, all {N} Ready {all_ready - killed:.1f} s after it"
+        f"SIGKILL after {posts_before} of {N} creates ({len(ready_at_kill)} Ready): Lease "
+        f"taken over {took_over - killed:.1f} s after the kill, first Blooio call by the new "
+        f"leader {handled - killed:.1f} s after it, next resource Ready "
+        f"{next_ready - killed:.1f} s after it, all {N} Ready {all_ready - killed:.1f} s after it"
     )
     wait_for(lambda: not world.problems(), timeout=60, interval=1, message="no fleet problems")
     assert len(world.sim.webhooks()) == N
@@ -264,8 +409,9 @@ def test_standby_takes_over_a_killed_leader_mid_burst(
 
 
 def test_a_paused_leader_sends_nothing_after_it_resumes(
-    world: World, start_operator: OperatorFactory
+    audited: Audited, audited_world: tuple[World, OperatorFactory]
 ) -> None:
+    world, start_operator = audited_world
     # Creates answer slowly, so that many are in flight when the leader is paused: on
     # resuming, it holds answers whose Secrets and statuses it would write.
     world.sim.admin.add_fault("latency", endpoint="POST /webhooks", ms=1500)
@@ -328,15 +474,22 @@ def test_a_paused_leader_sends_nothing_after_it_resumes(
                 f"status {json.dumps(obj.get('status'))[:1500]}"
             )
     lease_after = world.coordination.read_namespaced_lease(world.lease_name, LEASE_NS)
+    # The audit log: every write a's ServiceAccount made (b runs as another one).
+    writes_of_a = [w for w in audited.log.since(0) if w.user == sa_user(SA_OF["a"])]
+    before_stop = [w for w in writes_of_a if w.ts < stopped]
+    after_resume = [w for w in writes_of_a if w.ts >= resumed]
     log = a.op.logs()
     reason = next((line for line in log.splitlines() if "leadership term over" in line), "")
     print(
         f"SIGCONT: exited {exited - resumed:.2f} s later with status {status}; Blooio calls "
-        f"after the resume: {len(after)}; Kubernetes writes after the resume: {len(writes)}; "
-        f"{reason.strip()[-160:]}"
+        f"after the resume: {len(after)}; Kubernetes writes after the resume: "
+        f"{len(after_resume)} in the audit log ({len(before_stop)} by the same identity "
+        f"before the stop), {len(writes)} objects changed; {reason.strip()[-160:]}"
     )
     assert status == EXIT_TERM_OVER
     assert after == [], after
+    assert before_stop, "the audit log holds no write of a's ServiceAccount at all"
+    assert after_resume == [], after_resume
     assert writes == {}, writes
     assert lease_after.spec.holder_identity == lease_before.spec.holder_identity
     assert lease_after.spec.lease_transitions == lease_before.spec.lease_transitions
