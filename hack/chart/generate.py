@@ -24,7 +24,6 @@ import json
 import re
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +83,26 @@ class Template:
     docs: list[tuple[Doc, str | None]] = field(default_factory=list)  # (object, condition)
 
 
+def escape(text: str) -> str:
+    """Literal braces of the source (Grafana legends, Prometheus annotations) stay literal."""
+    if "{{" not in text and "}}" not in text:
+        return text
+    text = text.replace("{{", "\0L").replace("}}", "\0R")
+    return text.replace("\0L", "{{ `{{` }}").replace("\0R", "{{ `}}` }}")
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks, as written in the sources."""
+
+
+def _str(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
 class Renderer:
     def __init__(self) -> None:
         self.markers: list[Marker] = []
@@ -95,6 +114,8 @@ class Renderer:
     def mark(self, obj: Any) -> Any:
         if isinstance(obj, Inline | Block | Raw):
             return self.token(obj)
+        if isinstance(obj, str):
+            return escape(obj)
         if isinstance(obj, dict):
             return {k: self.mark(v) for k, v in obj.items()}
         if isinstance(obj, list):
@@ -102,7 +123,7 @@ class Renderer:
         return obj
 
     def render(self, doc: Doc) -> str:
-        text = yaml.safe_dump(self.mark(doc), sort_keys=False, width=10**6)
+        text = yaml.dump(self.mark(doc), Dumper=_Dumper, sort_keys=False, width=10**6)
         out: list[str] = []
         for line in text.splitlines():
             m = re.fullmatch(r"(\s*)((?:- )?)([^:]+: )?TPLMARK(\d+)X", line)
@@ -164,6 +185,12 @@ def rename(value: str) -> str | Inline:
     if value.startswith(NAME + "-"):
         return Inline(FULLNAME + value[len(NAME) :])
     return value
+
+
+def name_text(value: str) -> str:
+    """A name as template text (the release's prefix in place of blooio-operator)."""
+    renamed = rename(value)
+    return renamed.text if isinstance(renamed, Inline) else renamed
 
 
 def common(doc: Doc, *, namespace: str = RELEASE_NS) -> Doc:
@@ -326,13 +353,16 @@ def tenant_role(doc: Doc) -> Doc:
     """The tenants' ClusterRoles: each aggregation label follows its value."""
     meta = doc["metadata"]
     static = {k: v for k, v in meta.get("labels", {}).items() if not k.startswith(AGGREGATE)}
-    which = "view" if meta["name"].endswith("-view") else "edit"
-    targets = ["view"] if which == "view" else ["edit", "admin"]
+    if meta["name"].endswith("-view"):
+        # Read access for view, and for edit and admin, which include view's rights.
+        toggles = dict.fromkeys(("view", "edit", "admin"), "aggregateToView")
+    else:
+        toggles = {"edit": "aggregateToEdit", "admin": "aggregateToAdmin"}
     lines = []
-    for t in targets:
+    for target, value in toggles.items():
         lines += [
-            f"{{{{- if .Values.rbac.aggregateTo{t.capitalize()} }}}}",
-            f'{AGGREGATE}{t}: "true"',
+            f"{{{{- if .Values.rbac.{value} }}}}",
+            f'{AGGREGATE}{target}: "true"',
             "{{- end }}",
         ]
     meta["name"] = rename(meta["name"])
@@ -602,7 +632,7 @@ def header_comment(path: Path) -> str:
         if not line.startswith("#"):
             break
         lines.append(line)
-    return "\n".join(lines) + "\n" if lines else ""
+    return escape("\n".join(lines)) + "\n" if lines else ""
 
 
 TRANSFORMS: dict[str, Callable[[Doc], Doc]] = {
@@ -646,27 +676,89 @@ def templates_for(path: Path) -> Template:
     return t
 
 
-def monitoring_docs() -> list[Doc]:
-    """The monitoring component's own objects (deploy/monitoring, a kustomize Component):
-    built over deploy/manifests, minus what deploy/manifests has without it."""
+MONITORING_FILES = {
+    "servicemonitor.yaml": ".Values.monitoring.serviceMonitor.enabled",
+    "podmonitor.yaml": ".Values.monitoring.podMonitor.enabled",
+    "prometheusrule.yaml": ".Values.monitoring.prometheusRule.enabled",
+    "dashboard-configmap.yaml": ".Values.monitoring.dashboard.enabled",
+    "metrics-reader.yaml": (
+        "or .Values.monitoring.serviceMonitor.enabled .Values.monitoring.podMonitor.enabled"
+    ),
+}
+PROMETHEUS_SA = ".Values.monitoring.serviceMonitor.prometheusServiceAccount"
+
+
+def monitoring_templates() -> list[Template]:
+    """deploy/monitoring (a kustomize Component of plain resources), one template a file,
+    each object behind its monitor's toggle."""
     comp = DEPLOY / "monitoring"
     if not (comp / "kustomization.yaml").is_file():
         return []
-    with tempfile.TemporaryDirectory() as tmp:
-        k = Path(tmp) / "kustomization.yaml"
-        k.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                    "kind": "Kustomization",
-                    "resources": [str(DEPLOY / "manifests")],
-                    "components": [str(comp)],
-                }
-            )
+    (k,) = load(comp / "kustomization.yaml")
+    if set(k) - {"apiVersion", "kind", "resources"}:
+        raise ValueError("deploy/monitoring: only `resources` can be turned into the chart")
+    out = []
+    for name in k["resources"]:
+        path = comp / name
+        t = Template(path.relative_to(ROOT).as_posix())
+        for doc in load(path):
+            cond = MONITORING_FILES.get(name) or MONITORING.get(doc["kind"])
+            if cond is None:
+                raise ValueError(f"{t.source}: no chart toggle for {doc['kind']}")
+            t.docs.append((monitoring_object(doc), cond))
+        out.append(t)
+    return out
+
+
+def monitoring_object(doc: Doc) -> Doc:
+    common(doc)
+    ann = doc["metadata"].get("annotations", {})
+    if "kubernetes.io/service-account.name" in ann:
+        ann["kubernetes.io/service-account.name"] = rename(
+            ann["kubernetes.io/service-account.name"]
         )
-        with_comp = kustomize(Path(tmp))
-    plain_keys = {_key(d) for d in kustomize(DEPLOY / "manifests")}
-    return [d for d in with_comp if _key(d) not in plain_keys]
+    spec = doc.get("spec", {})
+    if isinstance(spec.get("selector"), dict) and "matchLabels" in spec["selector"]:
+        spec["selector"]["matchLabels"] = selector(spec["selector"]["matchLabels"])
+    if spec.get("namespaceSelector", {}).get("matchNames") == [NAMESPACE]:
+        spec["namespaceSelector"]["matchNames"] = [Inline(RELEASE_NS)]
+    _rename_names(spec)
+    if "roleRef" in doc:
+        doc["roleRef"]["name"] = rename(doc["roleRef"]["name"])
+    if "subjects" in doc:
+        lines: list[str] = []
+        for subject in doc["subjects"]:
+            if subject.get("namespace") == NAMESPACE:  # the PodMonitor's own scraper
+                lines += [
+                    "{{- if .Values.monitoring.podMonitor.enabled }}",
+                    f"- kind: {subject['kind']}",
+                    f"  name: {name_text(subject['name'])}",
+                    f"  namespace: {RELEASE_NS}",
+                    "{{- end }}",
+                ]
+            else:  # Prometheus's own ServiceAccount: a value
+                lines += [
+                    "{{- if .Values.monitoring.serviceMonitor.enabled }}",
+                    f"- kind: {subject['kind']}",
+                    f"  name: {{{{ {PROMETHEUS_SA}.name }}}}",
+                    f"  namespace: {{{{ {PROMETHEUS_SA}.namespace }}}}",
+                    "{{- end }}",
+                ]
+        doc["subjects"] = Raw(lines)
+    return doc
+
+
+def _rename_names(node: Any) -> None:
+    """Object references by name inside a spec (e.g. a Secret's) follow the names."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "name" and isinstance(v, str) and v.startswith(NAME):
+                node[k] = rename(v)
+            elif k not in ("matchLabels", "labels"):
+                _rename_names(v)
+    elif isinstance(node, list):
+        for v in node:
+            _rename_names(v)
 
 
 def _key(d: Doc) -> tuple[str, str, str]:
@@ -724,18 +816,6 @@ def fill(body: str, all_settings: list[Setting]) -> str:
             continue
         out.append(line.replace("@INDENT@", str(indent)))
     return "\n".join(out) + "\n"
-
-
-def monitoring_template(docs: list[Doc], all_settings: list[Setting]) -> str:
-    parts = [HEADER.format(source="deploy/monitoring (kustomize component)")]
-    for doc in docs:
-        kind = doc["kind"]
-        cond = MONITORING.get(kind)
-        if cond is None:
-            raise ValueError(f"deploy/monitoring: no chart toggle for {kind}")
-        body = Renderer().render(plain(doc))
-        parts.append(f"---\n{{{{- if {cond} }}}}\n{fill(body, all_settings)}{{{{- end }}}}\n")
-    return "".join(parts)
 
 
 def schema(all_settings: list[Setting]) -> dict[str, Any]:
@@ -830,8 +910,21 @@ def schema(all_settings: list[Setting]) -> dict[str, Any]:
                 ),
                 "monitoring": obj(
                     {
-                        name: obj({"enabled": toggle(f"Create the {name}.")})
-                        for name in ("serviceMonitor", "podMonitor", "prometheusRule", "dashboard")
+                        "serviceMonitor": obj(
+                            {
+                                "enabled": toggle("Create the ServiceMonitor."),
+                                "prometheusServiceAccount": obj(
+                                    {
+                                        "name": {"type": "string", "minLength": 1},
+                                        "namespace": {"type": "string", "minLength": 1},
+                                    }
+                                ),
+                            }
+                        ),
+                        **{
+                            name: obj({"enabled": toggle(f"Create the {name}.")})
+                            for name in ("podMonitor", "prometheusRule", "dashboard")
+                        },
                     }
                 ),
             }
@@ -871,16 +964,14 @@ def generate() -> dict[Path, str]:
             target = TEMPLATES / f"{GENERATED_PREFIX}{path.stem}.yaml"
             files[target] = render_template(t, all_settings)
     crd_path = DEPLOY / "crds" / "blooio.com_blooiowebhooks.yaml"
-    if "{{" in crd_path.read_text():
-        raise ValueError("the CRD contains '{{': escape it for Helm")
     crd_t = Template(
         crd_path.relative_to(ROOT).as_posix(),
         [(crd(d), ".Values.crds.install") for d in load(crd_path)],
     )
     files[TEMPLATES / f"{GENERATED_PREFIX}crd.yaml"] = render_template(crd_t, all_settings)
-    files[TEMPLATES / f"{GENERATED_PREFIX}monitoring.yaml"] = monitoring_template(
-        monitoring_docs(), all_settings
-    )
+    for t in monitoring_templates():
+        name = f"{GENERATED_PREFIX}monitoring-{Path(t.source).stem}.yaml"
+        files[TEMPLATES / name] = render_template(t, all_settings)
     files[CHART / "values.schema.json"] = json.dumps(schema(all_settings), indent=2) + "\n"
     files[CHART / "values.yaml"] = values_yaml((CHART / "values.yaml").read_text(), all_settings)
     return files

@@ -144,10 +144,11 @@ def test_tenant_roles_grant_blooiowebhooks_only() -> None:
         for _, resource, verb in rules(role):
             assert "/" not in resource  # never blooiowebhooks/status or /finalizers
             assert "*" not in (resource, verb)
-    # Aggregated to view by default; to edit/admin only once labelled (the chart's values).
+    # Reading is aggregated to view (and to edit and admin, which include view's rights)
+    # by default; writing to edit/admin only once labelled (the chart's values).
     aggregate = "rbac.authorization.k8s.io/aggregate-to-"
     assert {k for k in view["metadata"]["labels"] if k.startswith(aggregate)} == {
-        aggregate + "view"
+        aggregate + t for t in ("view", "edit", "admin")
     }
     assert not {k for k in edit["metadata"]["labels"] if k.startswith(aggregate)}
     v = values()["rbac"]
