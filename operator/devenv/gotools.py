@@ -1,4 +1,4 @@
-"""Go tools the tests and release use (helm, promtool, prometheus), built from the module proxy.
+"""Go tools the tests and release use (helm, promtool, prometheus, syft), from the module proxy.
 
 Owns: the pinned version of each tool, building it once per version into the cache
 (``~/.cache/blooio-operator/tools/<name>-<version>/<name>``; Go's own build cache makes a
@@ -33,7 +33,9 @@ class GoTool:
 HELM = GoTool("helm", "helm.sh/helm/v4/cmd/helm", "v4.3.2")
 PROMTOOL = GoTool("promtool", "github.com/prometheus/prometheus/cmd/promtool", "v0.316.0")
 PROMETHEUS = GoTool("prometheus", "github.com/prometheus/prometheus/cmd/prometheus", "v0.316.0")
-TOOLS = {tool.name: tool for tool in (HELM, PROMTOOL, PROMETHEUS)}
+# The release's SPDX SBOM of the image (make release).
+SYFT = GoTool("syft", "github.com/anchore/syft/cmd/syft", "v1.57.2")
+TOOLS = {tool.name: tool for tool in (HELM, PROMTOOL, PROMETHEUS, SYFT)}
 
 
 def _go() -> str:
