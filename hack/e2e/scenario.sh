@@ -18,6 +18,8 @@
 #    no duplicate, none waits longer than the lease duration plus 15 s to be Ready;
 # 6. rotation with blooio.com/rotate-secret: time until the Secret changes, and until
 #    every receiver pod accepts deliveries signed with the new secret (kubelet refresh);
+# 6c. shard hand-off (tests/node/e2e_shards.py): two shard Deployments, a resource
+#    relabelled from one to the other keeps its webhook, Secret and finalizer;
 # 7. `kubectl delete -k` of the examples: the operator's finalizer deletes the remote
 #    webhooks; then the operator and the simulator are removed.
 #
@@ -443,6 +445,10 @@ for op_pod in "${op_pods[@]}"; do
   [[ -z "${failures}" ]] || die "probe failures for ${op_pod}: ${failures}"
   log "operator pod ${op_pod} ($(pod_role "${op_pod}")): startup, liveness and readiness probes passed, no restarts"
 done
+
+# ------------------------------------ 6c. shard hand-off by relabelling (issue 20, item 4)
+log "two shard Deployments (--selector blooio.com/shard=a|b); a Ready resource relabelled a -> b"
+(cd "${ROOT}" && python3 -m tests.node.e2e_shards) || die "shard hand-off (tests/node/e2e_shards.py)"
 
 # ---------------------------------------------------------------- 7. cleanup
 if [[ "${KEEP}" == 1 ]]; then
