@@ -42,7 +42,7 @@ format: install
 # and `timeout` bounds the controller itself (pytest-timeout only arms inside workers).
 PYTEST_WORKERS ?= 2
 PYTEST_XDIST = $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile --max-worker-restart 0)
-test: install controlplane lint
+test: install controlplane lint helm
 	timeout --signal=INT --kill-after=60 3000 $(VENV)/bin/pytest -q -p no:cacheprovider $(PYTEST_XDIST)
 
 test-unit: install
@@ -129,3 +129,27 @@ node: install
 
 e2e: node-packages install controlplane node image
 	$(VPY) -m tests.node.e2e
+
+# --- Helm chart and release (docs/operations.md, "Install" and "Release") --------------------
+# `helm`: helm (helm.sh/helm/v4) built once from the Go module proxy into
+# ~/.cache/blooio-operator/tools (operator/devenv/gotools.py; the chart tests build it too).
+# `chart`: regenerate the chart's templates, values and schema from deploy/ and
+# operator/settings.py (hack/chart/generate.py); tests/unit/test_chart.py fails when stale.
+# `release`: image archive, chart .tgz, install manifest, SPDX SBOM (syft) and SHA256SUMS
+# in .build/release/<version>/ (hack/release/release.sh).
+# `e2e-upgrade` (root, like e2e): 0.1.0 (tag v0.1.0, its image built from that commit in a
+# git worktree) -> this tree -> 0.1.0 with 50 resources on the local node.
+.PHONY: helm chart release e2e-upgrade
+helm: install
+	@command -v go >/dev/null || { echo "Go 1.26+ is required (go not on PATH)"; exit 1; }
+	$(VPY) -m blooio_operator.devenv.gotools helm
+
+chart: install
+	$(VPY) hack/chart/generate.py
+
+release: install
+	@command -v go >/dev/null || { echo "Go 1.26+ is required (go not on PATH)"; exit 1; }
+	hack/release/release.sh
+
+e2e-upgrade: node-packages install controlplane node image
+	$(VPY) -m tests.node.e2e_upgrade
