@@ -172,6 +172,17 @@ def apply_lease_rbac(api: k8s.ApiClient) -> None:
             rbac.create_namespaced_role_binding(namespace, doc)
 
 
+def start_pair(api: k8s.ApiClient, a: Replica, b: Replica) -> Pair:
+    """``a`` is running; once it leads, start ``b`` and wait until it stands by; then the
+    kubelet thread. Call ``Pair.stop()`` before the processes are stopped otherwise."""
+    pair = Pair(api, [a, b])
+    wait_for(lambda: pair.holder().startswith(f"{a.name}_"), timeout=90, message=f"{a.name} leads")
+    b.op.start()
+    wait_for(b.identity, timeout=90, message=f"{b.name} stands by")
+    pair.kubelet.start()
+    return pair
+
+
 @contextlib.contextmanager
 def ha_world(work: Path, *, namespaces: Sequence[str], env: Mapping[str, str]) -> Iterator[HAWorld]:
     """``run.local_world`` with leader election: its operator is replica ``op-a``; the
@@ -184,12 +195,9 @@ def ha_world(work: Path, *, namespaces: Sequence[str], env: Mapping[str, str]) -
         a = world.operator
         b_env = {**a.env, "BLOOIO_API_KEY": OTHER_KEY, "POD_NAME": "op-b"}
         b = OperatorProcess(a.kubeconfig, work / "operator-b.log", b_env, list(a.args))
-        pair = Pair(world.hooks.api, [Replica("op-a", a, a_id), Replica("op-b", b, b_id)])
+        pair = Pair(world.hooks.api, [])
         try:
-            wait_for(lambda: pair.holder().startswith("op-a_"), timeout=90, message="op-a leads")
-            b.start()
-            wait_for(lambda: b.logs().count(STANDBY_LINE), timeout=90, message="op-b stands by")
-            pair.kubelet.start()
+            pair = start_pair(world.hooks.api, Replica("op-a", a, a_id), Replica("op-b", b, b_id))
             yield HAWorld(
                 world.hooks,
                 world.sim,
@@ -200,6 +208,7 @@ def ha_world(work: Path, *, namespaces: Sequence[str], env: Mapping[str, str]) -
             )
         finally:
             pair.stop()  # before local_world stops op-a: the kubelet must not restart it
+            b.stop()
 
 
 @dataclass
