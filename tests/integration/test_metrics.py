@@ -219,3 +219,41 @@ def restart_with_flag(op: OperatorProcess, port_factory: Any) -> None:
     # Settled and waiting-for-a-human resources cost nothing on resume.
     assert s.get(rec, trigger="resume", outcome="skipped") == 3, s.by(rec, "trigger", "outcome")
     assert s.sum("blooio_operator_blooio_requests_total", endpoint="POST /webhooks") == 0
+
+
+def test_readiness_per_resource_follows_the_resource_and_leaves_with_it(
+    hooks: Webhooks, start_operator: OperatorFactory, namespace: str
+) -> None:
+    port = free_port()
+    start_operator(BLOOIO_METRICS_PORT=str(port), BLOOIO_DELIVERIES_HEALTH_INTERVAL_SECONDS="2")
+    hooks.create("alpha", {"url": f"{URL}/a", "eventTypes": ["message.received"]})
+    hooks.create("gamma", {"url": f"{URL}/c", "eventTypes": ["message.bogus"]})  # 422
+    hooks.wait_ready("alpha")
+    hooks.wait_condition("gamma", "Stalled", "True", reason="ValidationFailed")
+    ready = "blooio_operator_resource_ready"
+    s = wait_scrape(
+        port,
+        lambda s: (
+            s.by(ready, "namespace", "name")
+            == {(namespace, "alpha"): 1.0, (namespace, "gamma"): 0.0}
+        ),
+        message="one readiness series per resource",
+    )
+    assert s.types[ready] == "gauge"
+    assert {tuple(sorted(dict(k))) for k in s.samples[ready]} == {("name", "namespace")}
+    # The delivery detail is opt-in: nothing per resource but readiness by default.
+    assert "blooio_operator_webhook_deliveries" not in s.types
+    wait_scrape(
+        port,
+        lambda s: s.sum("blooio_operator_resources_deliveries_healthy") == 1,
+        message="alpha's delivery health counted",
+    )
+
+    hooks.delete("alpha")
+    s = wait_scrape(
+        port,
+        lambda s: s.by(ready, "namespace", "name") == {(namespace, "gamma"): 0.0},
+        message="alpha's series gone with it",
+    )
+    assert 'name="alpha"' not in s.text
+    assert s.get("blooio_operator_resources", condition="Ready") == 0
