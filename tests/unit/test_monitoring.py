@@ -197,3 +197,34 @@ def test_component_builds_on_top_of_deploy(tmp_path: Path) -> None:
         ("ClusterRoleBinding", "blooio-operator-metrics-reader"),
         ("Deployment", "blooio-operator"),
     } <= kinds
+
+
+def test_monitors_select_the_shipped_service_and_pods() -> None:
+    manifests = ROOT / "deploy" / "manifests"
+    (svc,) = [d for d in yaml.safe_load_all((manifests / "service.yaml").read_text()) if d]
+    (deploy,) = [d for d in yaml.safe_load_all((manifests / "deployment.yaml").read_text()) if d]
+    pod = deploy["spec"]["template"]
+    (sm,) = load("servicemonitor.yaml")
+    pm = next(d for d in load("podmonitor.yaml") if d["kind"] == "PodMonitor")
+    assert sm["spec"]["selector"]["matchLabels"].items() <= svc["metadata"]["labels"].items()
+    assert pm["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert sm["spec"]["endpoints"][0]["port"] in {p["name"] for p in svc["spec"]["ports"]}
+    ports = {p["name"] for c in pod["spec"]["containers"] for p in c["ports"]}
+    assert pm["spec"]["podMetricsEndpoints"][0]["port"] in ports
+    for endpoint in (sm["spec"]["endpoints"][0], pm["spec"]["podMetricsEndpoints"][0]):
+        assert endpoint["honorLabels"] is True  # the resources' own namespace label
+        assert {"action": "replace", "targetLabel": "job", "replacement": "blooio-operator"} in (
+            endpoint["relabelings"]
+        )
+    assert sm["spec"]["endpoints"][0]["bearerTokenFile"].endswith("serviceaccount/token")
+    token = pm["spec"]["podMetricsEndpoints"][0]["authorization"]["credentials"]["name"]
+    secret = next(d for d in load("podmonitor.yaml") if d["kind"] == "Secret")
+    assert secret["metadata"]["name"] == token
+    reader = load("metrics-reader.yaml")
+    role = next(d for d in reader if d["kind"] == "ClusterRole")
+    assert role["rules"] == [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}]
+    binding = next(d for d in reader if d["kind"] == "ClusterRoleBinding")
+    sa = secret["metadata"]["annotations"]["kubernetes.io/service-account.name"]
+    assert {"kind": "ServiceAccount", "name": sa, "namespace": "blooio-system"} in binding[
+        "subjects"
+    ]
