@@ -265,13 +265,40 @@ def wait_port_free(port: int, timeout: float = 60) -> None:
     wait_for(free, timeout=timeout, interval=1, message=f"host port {port} free (--network host)")
 
 
-def http_get(port: int, path: str) -> tuple[int, str]:
+def http_get(port: int, path: str, token: str | None = None) -> tuple[int, str]:
     url = f"http://127.0.0.1:{port}{path}"
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=5
+        ) as resp:
             return resp.status, resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, ""
+
+
+def metrics_reader_token(kube_api: k8s.ApiClient, namespace: str) -> str:
+    """A token of ServiceAccount NS/scraper bound to the shipped metrics-reader ClusterRole
+    (deploy/monitoring/metrics-reader.yaml, under a name of this test's own)."""
+    rbac = k8s.RbacAuthorizationV1Api(kube_api)
+    reader = ROOT / "deploy" / "monitoring" / "metrics-reader.yaml"
+    (role,) = [d for d in yaml.safe_load_all(reader.read_text()) if d["kind"] == "ClusterRole"]
+    name = role["metadata"]["name"] = f"{role['metadata']['name']}-{namespace}"
+    rbac.create_cluster_role(role)
+    rbac.create_cluster_role_binding(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": name},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": name,
+            },
+            "subjects": [{"kind": "ServiceAccount", "name": "scraper", "namespace": namespace}],
+        }
+    )
+    return token_for(kube_api, namespace, "scraper")
 
 
 class Container:
@@ -482,10 +509,16 @@ def test_runs_as_the_deployment_runs_it(
     assert secret["signing-secret"] == remote["signing_secret"]
     print(f"Ready after {time.monotonic() - started:.1f} s from container start")
 
-    # Metrics on the manifest's (and Service's) port and path.
+    # Metrics on the manifest's (and Service's) port and path, behind a bearer token
+    # (issue 22): none -> 401; one allowed by the shipped metrics-reader role -> 200.
     port, path = pod.metrics_endpoint()
-    code, body = http_get(port, path)
-    assert code == 200
+    assert http_get(port, path)[0] == 401
+    scraper = metrics_reader_token(kube_api, namespace)
+    body = wait_for(
+        lambda: (lambda r: r[1] if r[0] == 200 else None)(http_get(port, path, token=scraper)),
+        timeout=30,
+        message="/metrics with the scraper's token",
+    )
     assert "blooio_" in body
 
     # SIGTERM, as the kubelet sends it: the container stops within the grace period.
@@ -511,6 +544,6 @@ def test_runs_as_the_deployment_runs_it(
         for field in ("level", "logger", "message"):
             assert isinstance(rec.get(field), str), f"line {number} lacks {field}: {line[:300]}"
     assert any("orders" in line for line in lines), "the webhook's handling is not logged"
-    for secret_value in {API_KEY, remote["signing_secret"], token}:
+    for secret_value in {API_KEY, remote["signing_secret"], token, scraper}:
         for form in (secret_value, base64.b64encode(secret_value.encode()).decode()):
             assert form not in log, f"secret material ({form[:8]}...) in the container log"
