@@ -153,3 +153,15 @@ release: install
 
 e2e-upgrade: node-packages install controlplane node image
 	$(VPY) -m tests.node.e2e_upgrade
+
+# --- monitoring (issue 22; docs/operations.md, "Monitoring") ------------------------------------
+# `monitoring-e2e`: a real Prometheus (v0.316.0, built once from the module proxy into
+# ~/.cache/blooio-operator/tools; ~8 min cold with Go's build cache warm from promtool) scrapes
+# the operator with the shipped scrape settings and a real token, loads the shipped rules; a
+# revoked key makes BlooioOperatorCredentialsInvalid fire and resolve (~45 s). Also the rules'
+# promtool tests, the dashboard's queries, and the objects applied with the CRDs. All of these
+# run in `make test` too.
+.PHONY: monitoring-e2e
+monitoring-e2e: install controlplane
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit/test_monitoring.py \
+	  tests/integration/test_metrics_objects.py tests/integration/test_metrics_prometheus.py
