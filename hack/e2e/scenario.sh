@@ -5,9 +5,11 @@
 #   KUBECONFIG=... IMAGE=localhost/blooio-operator:dev hack/e2e/scenario.sh
 #
 # 1. the Blooio simulator runs in the cluster (same image, `blooio-operator simulate`);
-# 2. `kubectl apply -k` of an overlay of deploy/ that only swaps the image and the Blooio
-#    URL; the operator Deployment becomes Available with its 2 replicas (probes passing,
-#    uid 65532, read-only root filesystem), one leading (the Lease's holder), one standby;
+# 2. `helm install` of deploy/chart with only the image and the Blooio URL set (INSTALL=
+#    chart, the default with $HELM), or `kubectl apply -k` of an overlay of deploy/ that
+#    only swaps those two (INSTALL=kustomize); the operator Deployment becomes Available
+#    with its 2 replicas (probes passing, uid 65532, read-only root filesystem), one
+#    leading (the Lease's holder), one standby;
 # 3. `kubectl apply -k` of an overlay of examples/ that only swaps the receiver's image;
 #    the BlooioWebhook becomes Ready, the receiver pods mount its Secret;
 # 4. the simulator delivers a signed event to each receiver pod, which answers 204;
@@ -20,8 +22,14 @@
 #    every receiver pod accepts deliveries signed with the new secret (kubelet refresh);
 # 6c. shard hand-off (tests/node/e2e_shards.py): two shard Deployments, a resource
 #    relabelled from one to the other keeps its webhook, Secret and finalizer;
+# 7a. (chart) `helm upgrade` with resources present: a rolling update, no Blooio call
+#    but lists, the resource Ready with its webhook; `helm uninstall` with resources
+#    present: it returns at once (no finalizer to wait for), the CRD and the
+#    BlooioWebhooks stay (untouched, not Terminating, webhook kept at Blooio), every
+#    object of the operator is gone; `helm install` again picks them up, nothing created;
 # 7. `kubectl delete -k` of the examples: the operator's finalizer deletes the remote
-#    webhooks; then the operator and the simulator are removed.
+#    webhooks; then the operator (helm uninstall, then the kept CRD) and the simulator
+#    are removed.
 #
 # Environment:
 #   IMAGE        operator image on the node          (default localhost/blooio-operator:dev)
@@ -31,6 +39,8 @@
 #   WORK         scratch dir for the generated overlays  (default .build/e2e/scenario)
 #   TIMEOUT      kubectl wait timeout                    (default 180s)
 #   KEEP         1: do not delete anything at the end    (default 0)
+#   INSTALL      chart | kustomize                       (default chart if $HELM is set)
+#   HELM         the helm binary (make e2e: devenv/gotools.py's build)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -40,6 +50,10 @@ RESULTS="${RESULTS:-}"
 WORK="${WORK:-${ROOT}/.build/e2e/scenario}"
 TIMEOUT="${TIMEOUT:-180s}"
 KEEP="${KEEP:-0}"
+HELM="${HELM:-}"
+INSTALL="${INSTALL:-$([[ -n "${HELM}" ]] && echo chart || echo kustomize)}"
+RELEASE=blooio-operator
+CHART="${ROOT}/deploy/chart/blooio-operator"
 NS=blooio-system
 SIM_KEY=bl_live_e2e_scenario_key
 T0="$(date +%s.%N)"
@@ -199,9 +213,21 @@ sed -e "s|@DEPLOY@|${deploy_rel}|" -e "s|@IMAGE_NAME@|${IMAGE%:*}|" -e "s|@IMAGE
 sed -e "s|@EXAMPLES@|${examples_rel}|" -e "s|@IMAGE_NAME@|${IMAGE%:*}|" -e "s|@IMAGE_TAG@|${IMAGE##*:}|" \
   "${ROOT}/hack/e2e/overlay/examples/kustomization.yaml" >"${WORK}/examples/kustomization.yaml"
 
-log "kubectl apply -k (deploy/ with image ${IMAGE} and the simulator's URL)"
+# Helm installs into a namespace it does not own: the Pod Security labels that
+# deploy/manifests/namespace.yaml carries are the namespace owner's (docs/operations.md).
+k label namespace "${NS}" --overwrite pod-security.kubernetes.io/enforce=restricted \
+  pod-security.kubernetes.io/enforce-version=latest >/dev/null
+helm_values=(--set "image.repository=${IMAGE%:*}" --set "image.tag=${IMAGE##*:}"
+  --set "config.apiUrl=${api_url}")
 t_apply="$(date +%s.%N)"
-k apply -k "${WORK}/operator"
+if [[ "${INSTALL}" == chart ]]; then
+  [[ -x "${HELM}" ]] || die "INSTALL=chart needs HELM (the helm binary)"
+  log "helm install (deploy/chart with image ${IMAGE} and the simulator's URL)"
+  "${HELM}" install "${RELEASE}" "${CHART}" -n "${NS}" "${helm_values[@]}"
+else
+  log "kubectl apply -k (deploy/ with image ${IMAGE} and the simulator's URL)"
+  k apply -k "${WORK}/operator"
+fi
 k wait --for=condition=Established crd/blooiowebhooks.blooio.com --timeout="${TIMEOUT}"
 k -n "${NS}" wait deploy/blooio-operator --for=condition=Available --timeout="${TIMEOUT}"
 k -n "${NS}" rollout status deploy/blooio-operator --timeout="${TIMEOUT}"
@@ -450,6 +476,57 @@ done
 log "two shard Deployments (--selector blooio.com/shard=a|b); a Ready resource relabelled a -> b"
 (cd "${ROOT}" && python3 -m tests.node.e2e_shards) || die "shard hand-off (tests/node/e2e_shards.py)"
 
+# ------------------------------- 7a. helm upgrade and helm uninstall with resources present
+operator_objects() { # every object of the release that helm would own, by kind/name
+  k get deploy,sa,svc,networkpolicy,pdb,role,rolebinding -n "${NS}" \
+    -l app.kubernetes.io/instance="${RELEASE}" -o name 2>/dev/null
+  k get clusterrole,clusterrolebinding -l app.kubernetes.io/instance="${RELEASE}" -o name 2>/dev/null
+}
+non_list_calls() { sim GET /_sim/calls | json 'len([c for c in d["calls"] if not c["endpoint"].startswith("GET ")])'; }
+if [[ "${INSTALL}" == chart && "${KEEP}" != 1 ]]; then
+  webhook_before="$(k -n shop get bwh orders -o jsonpath='{.status.webhookId}')"
+  calls_before="$(non_list_calls)"
+  log "helm upgrade with resources present (a new pod annotation and log level: a rolling update)"
+  t_upgrade="$(date +%s.%N)"
+  "${HELM}" upgrade "${RELEASE}" "${CHART}" -n "${NS}" "${helm_values[@]}" \
+    --set-string podAnnotations.e2e/upgrade=1 --set config.logLevel=DEBUG
+  k -n "${NS}" rollout status deploy/blooio-operator --timeout="${TIMEOUT}"
+  figure helm_upgrade_rolled_out_s "${t_upgrade}"
+  k -n shop wait bwh/orders --for=condition=Ready --timeout="${TIMEOUT}"
+  [[ "$(k -n shop get bwh orders -o jsonpath='{.status.webhookId}')" == "${webhook_before}" ]] ||
+    die "helm upgrade changed the webhook of orders"
+  [[ "$(k -n "${NS}" get deploy blooio-operator -o jsonpath='{.spec.template.metadata.annotations.e2e/upgrade}')" == 1 ]] ||
+    die "helm upgrade did not reach the Deployment"
+  [[ "$(non_list_calls)" == "${calls_before}" ]] ||
+    die "helm upgrade made Blooio calls other than lists: $(( $(non_list_calls) - calls_before ))"
+  log "helm upgrade: rolled out, orders Ready with webhook ${webhook_before}, no Blooio call but lists"
+
+  log "helm uninstall with resources present"
+  t_uninstall="$(date +%s.%N)"
+  timeout 120 "${HELM}" uninstall "${RELEASE}" -n "${NS}" --wait --timeout 90s ||
+    die "helm uninstall did not finish within 120 s"
+  figure helm_uninstall_s "${t_uninstall}"
+  left="$(operator_objects)"
+  [[ -z "${left}" ]] || die "helm uninstall left operator objects: ${left}"
+  k get crd blooiowebhooks.blooio.com >/dev/null || die "helm uninstall deleted the CRD"
+  deleting="$(k -n shop get bwh orders -o jsonpath='{.metadata.deletionTimestamp}')" ||
+    die "helm uninstall deleted the BlooioWebhook"
+  [[ -z "${deleting}" ]] || die "orders is Terminating after helm uninstall"
+  [[ "$(sim_webhook_count)" == 1 ]] || die "helm uninstall touched the webhook at Blooio"
+  [[ "$(non_list_calls)" == "${calls_before}" ]] || die "Blooio calls during helm uninstall"
+  log "helm uninstall: operator objects gone, CRD and orders kept (webhook ${webhook_before} kept at Blooio)"
+
+  log "helm install again: the kept CRD and resources are picked up, nothing created"
+  t_reinstall="$(date +%s.%N)"
+  "${HELM}" install "${RELEASE}" "${CHART}" -n "${NS}" "${helm_values[@]}"
+  k -n "${NS}" rollout status deploy/blooio-operator --timeout="${TIMEOUT}"
+  figure helm_reinstall_available_s "${t_reinstall}"
+  k -n shop wait bwh/orders --for=condition=Ready --timeout="${TIMEOUT}"
+  [[ "$(k -n shop get bwh orders -o jsonpath='{.status.webhookId}')" == "${webhook_before}" ]] ||
+    die "the reinstalled operator changed the webhook of orders"
+  [[ "$(sim_webhook_count)" == 1 ]] || die "the reinstalled operator created a webhook"
+fi
+
 # ---------------------------------------------------------------- 7. cleanup
 if [[ "${KEEP}" == 1 ]]; then
   log "KEEP=1: leaving everything installed"
@@ -460,8 +537,15 @@ t_delete="$(date +%s.%N)"
 k delete -k "${WORK}/examples" --timeout="${TIMEOUT}"
 figure examples_deleted_s "${t_delete}"
 [[ "$(sim_webhook_count)" == 0 ]] || die "remote webhooks left after kubectl delete -k"
-log "kubectl delete -k (operator) and the simulator"
-k delete -k "${WORK}/operator" --timeout="${TIMEOUT}" --ignore-not-found
+if [[ "${INSTALL}" == chart ]]; then
+  log "helm uninstall, then the CRD it keeps, and the simulator"
+  "${HELM}" uninstall "${RELEASE}" -n "${NS}" --wait --timeout 90s
+  k delete crd blooiowebhooks.blooio.com --timeout="${TIMEOUT}"
+  k delete namespace "${NS}" --timeout="${TIMEOUT}"
+else
+  log "kubectl delete -k (operator) and the simulator"
+  k delete -k "${WORK}/operator" --timeout="${TIMEOUT}" --ignore-not-found
+fi
 figure scenario_total_s "${T0}"
 if [[ ${#failures_later[@]} -gt 0 ]]; then
   printf 'FAILED: %s\n' "${failures_later[@]}" >&2

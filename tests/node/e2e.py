@@ -5,9 +5,10 @@
 
 Needs root, containerd/runc/CNI plugins/iptables (``bash .ci/run`` installs them), Go
 (builds tests/controlplane and tests/node once per source hash), and the image archive
-of ``make image``. SIGTERM, SIGINT and SIGHUP stop the scenario and tear down; the
-teardown leaves no process, mount, cgroup, bridge or iptables chain behind, and checks
-that. Figures go to ``<work-dir>/results.json``.
+of ``make image``; the scenario installs the operator with the Helm chart (``helm`` built
+by devenv/gotools.py; ``--install kustomize`` for ``kubectl apply -k``). SIGTERM, SIGINT
+and SIGHUP stop the scenario and tear down; the teardown leaves no process, mount,
+cgroup, bridge or iptables chain behind, and checks that. Figures go to ``<work-dir>/results.json``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
+from blooio_operator.devenv.gotools import HELM, GoToolError, ensure_tool
 from blooio_operator.devenv.node import BRIDGE, CGROUP_ROOT, NAT_CHAIN, LocalNode, NodeError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         "--image-archive", type=Path, default=ROOT / ".build" / "image" / "blooio-operator.oci.tar"
     )
     parser.add_argument("--image", default=IMAGE)
+    parser.add_argument(
+        "--install",
+        choices=["chart", "kustomize"],
+        default="chart",
+        help="install the operator with the Helm chart (default) or kubectl apply -k",
+    )
     parser.add_argument("--keep-up", action="store_true", help="after the scenario, wait for ^C")
     parser.add_argument("--down", action="store_true", help="only clean up a killed run")
     args = parser.parse_args(argv)
@@ -94,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.image not in node.images():
             raise NodeError(f"{args.image} not in containerd after import: {node.images()}")
         results = work / "scenario.env"
+        helm = ensure_tool(HELM)  # the scenario installs with the chart (INSTALL=chart)
         env = {
             **os.environ,
             "KUBECONFIG": str(node.kubeconfig),
+            "HELM": str(helm),
+            "INSTALL": args.install,
             "IMAGE": args.image,
             "ADDRESSING": "podip",  # no cluster DNS, no kube-proxy: pods by IP
             "RESULTS": str(results),
@@ -119,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     except Stopped as exc:
         print(f"\n{exc}: stopping the scenario and tearing down", file=sys.stderr, flush=True)
         rc = 143
-    except NodeError as exc:
+    except (NodeError, GoToolError) as exc:
         print(f"e2e: {exc}", file=sys.stderr, flush=True)
         rc = 1
     finally:
