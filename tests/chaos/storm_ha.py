@@ -107,7 +107,7 @@ class Pair:
     def holder(self) -> str:
         with contextlib.suppress(Exception):  # the apiserver restarting: no holder known
             lease = self.coordination.read_namespaced_lease(LEASE_NAME, LEASE_NS)
-            return str(lease.spec.holder_identity or "")
+            return str((lease.spec and lease.spec.holder_identity) or "")
         return ""
 
     def of(self, identity: str) -> Replica | None:

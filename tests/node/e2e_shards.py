@@ -22,6 +22,7 @@ as the rest of the scenario: it runs with the node's ``python3``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -183,7 +184,7 @@ def scenario(installed: dict[str, Any]) -> None:
         kubectl(
             "-n", NS, "rollout", "status", f"deploy/{shard_name(shard)}", f"--timeout={TIMEOUT}"
         )
-        holder = wait(lambda s=shard: lease_holder(s), f"a holder of Lease {lease_name(shard)}")
+        holder = wait(functools.partial(lease_holder, shard), f"a holder of {lease_name(shard)}")
         log(f"shard {shard}: Deployment {shard_name(shard)} available, Lease held by {holder}")
     figure("shards_available_s", t0)
 
