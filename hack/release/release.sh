@@ -46,7 +46,14 @@ IMAGE="$image" ARCHIVE="$out/blooio-operator-$version.oci.tar" hack/image/build.
 rm -f "$out/blooio-operator-$version.oci.tar.id"
 
 log "chart package"
-"$helm" package "$chart" --destination "$out" >/dev/null
+# helm package records each file's mtime: from a copy stamped with the commit's time, the
+# .tgz is the same bytes from any clone of the same commit.
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+cp -r "$chart" "$stage/"
+epoch="$(git log -1 --format=%ct 2>/dev/null || echo 0)"
+find "$stage" -exec touch -h -d "@$epoch" {} +
+"$helm" package "$stage/$(basename "$chart")" --destination "$out" >/dev/null
 [ -f "$out/blooio-operator-$chart_version.tgz" ]
 
 log "install manifest (kubectl kustomize deploy/)"
