@@ -102,3 +102,39 @@ def test_histograms_and_the_give_up_counter() -> None:
     lat = "blooio_operator_blooio_request_duration_seconds_bucket"
     assert s[lat, (("endpoint", "POST /webhooks"), ("le", "0.025"))] == 1
     assert s["blooio_operator_replay_episodes_given_up_total", (("trigger", "rotation"),)] == 1
+
+
+async def test_a_resource_deleted_in_a_watch_gap_leaves_with_the_relist_audit() -> None:
+    """kopf sends no DELETED for an object that vanished while its watch was away; the
+    re-list's audit forgets it (handlers.webhooks.forget -> Metrics.forget), and with
+    it every series of the resource."""
+    import asyncio
+
+    from blooio_operator.handlers.registry import Registry
+    from blooio_operator.handlers.relist import RelistAudit
+    from tests.unit.fakes import make_body
+
+    m = Metrics()
+    registry = Registry()
+    for uid, name in (("a", "orders"), ("b", "refunds")):
+        registry.observe(make_body(name=name, namespace="shop", uid=uid))
+        m.track(uid, "shop", name, "Ready")
+
+    async def live() -> set[str]:
+        return {"a"}
+
+    def forget(uid: str) -> None:  # what handlers.webhooks.forget does for the metrics
+        m.forget(uid)
+        registry.forget(uid)
+
+    audit = RelistAudit(registry, live, forget, quiet=0.05)
+    await asyncio.sleep(0.01)
+    audit.listed()
+    registry.observe(make_body(name="orders", namespace="shop", uid="a"))  # the re-list
+    for _ in range(100):
+        if audit.forgotten:
+            break
+        await asyncio.sleep(0.02)
+    await audit.close()
+    assert ready(m) == {("shop", "orders"): 1.0}
+    assert 'name="refunds"' not in generate_latest(m.registry).decode()
