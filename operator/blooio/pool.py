@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr
 
 from .client import BlooioClient, OnResponse, key_fingerprint
+from .fenced import fenced_transport
 from .limiter import KeyLimiter
 from .retry import DEFAULT_RETRY, RetryPolicy
 
@@ -66,7 +67,8 @@ class ClientPool:
         self._http = httpx.AsyncClient(
             timeout=self._timeout,
             limits=limits,
-            transport=transport,
+            # The term is checked again at the socket (fenced.py); tests pass their own.
+            transport=transport if transport is not None else fenced_transport(limits),
             follow_redirects=False,
         )
         self._clients: dict[str, BlooioClient] = {}
