@@ -3,8 +3,8 @@
 # blooio-operator image. `make image` builds it with podman on a Debian base made on
 # the machine (no registry needed; see hack/image/README.md). Where a registry is
 # reachable, either engine builds it as it is, on the official Python image:
-#   docker build -t blooio-operator:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
-#   podman build -t blooio-operator:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
+#   docker build -t blooio-operator:0.2.0 --build-arg REVISION="$(git rev-parse HEAD)" .
+#   podman build -t blooio-operator:0.2.0 --build-arg REVISION="$(git rev-parse HEAD)" .
 #
 # Three stages on one base (PYTHON_IMAGE):
 #   builder  turns the source into wheels (ours plus every runtime dependency, at the
@@ -66,7 +66,7 @@ FROM scratch
 # hadolint ignore=DL3067
 COPY --from=rootfs / /
 COPY --from=builder /opt/venv /opt/venv
-ARG VERSION=0.1.0
+ARG VERSION=0.2.0
 ARG REVISION=unknown
 ARG SOURCE=https://github.com/blooio-operator/blooio-operator
 LABEL org.opencontainers.image.title="blooio-operator" \

@@ -1,3 +1,3 @@
 """blooio-operator: Blooio webhook subscriptions as Kubernetes BlooioWebhook resources."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
